@@ -1,0 +1,1 @@
+from anchor_ot.version import __version__

@@ -1,0 +1,3 @@
+from anchor_ot.cli import main
+
+main()

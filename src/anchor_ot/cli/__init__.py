@@ -1,0 +1,11 @@
+"""The ``anchor-ot`` command line: one small module per subcommand."""
+
+from anchor_ot.cli._app import app
+from anchor_ot.cli import methods_cmd  # noqa: F401  (registers `anchor-ot methods`)
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:
+    """Entry point for ``python -m anchor_ot``."""
+    app()

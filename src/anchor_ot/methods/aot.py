@@ -1,0 +1,1 @@
+"""AOT placeholder: being written (see issue 2)."""
