@@ -200,3 +200,19 @@ def test_errors():
         metrics.temporal_localization(red, torch.randn(1, 3, 8), torch.tensor([1.5]))
     with pytest.raises(TypeError, match="between"):
         metrics.evaluate(v, red, between=torch.randn(1, 3, 8))
+
+
+# -- every registered method ------------------------------------------------------------------
+@pytest.mark.filterwarnings("ignore::anchor_ot.ot.SinkhornNotConverged")  # AOT at eps 0.1 on toy tokens
+@pytest.mark.parametrize("name", __import__("anchor_ot.methods", fromlist=["available"]).available())
+def test_registered_methods_identity_at_full_retention_and_loss_below(name):
+    from anchor_ot import methods
+
+    v = structured_video(F=8, h=6, w=6, d=32)
+    full = metrics.evaluate(v, methods.get(name, retention=1.0)(v))
+    for key, val in full.items():
+        assert val == pytest.approx(1.0, abs=1e-5), (name, key)
+    high = metrics.evaluate(v, methods.get(name, retention=0.5)(v))
+    low = metrics.evaluate(v, methods.get(name, retention=0.1)(v))
+    assert low["coverage"] < high["coverage"] < 1.0
+    assert all(-1.0 <= val <= 1.0 for val in (*high.values(), *low.values()))
