@@ -247,7 +247,7 @@ def _check_counts(visual: int, text: int) -> int:
     return visual + text
 
 
-def prefill_flops(spec: ModelSpec, visual_tokens: int, text_tokens: int = 0, formula: str = "paper",
+def prefill_flops(spec: ModelSpec, visual_tokens: int, text_tokens: int = 0, formula: str = "exact",
                   causal: bool = True) -> float:
     """FLOPs of the LLM prefill over ``visual_tokens + text_tokens`` tokens.
 
@@ -258,7 +258,7 @@ def prefill_flops(spec: ModelSpec, visual_tokens: int, text_tokens: int = 0, for
         Visual tokens after reduction (see :func:`visual_tokens`).
     text_tokens : int, default 0
         Prompt tokens; part of ``n`` in both formulas (the paper's table uses 0).
-    formula : {"paper", "exact"}
+    formula : {"exact", "paper"}, default "exact"
         See the module docstring. ``"paper"`` is AOT eq. 17.
     causal : bool, default True
         Exact count only: count the ``n (n + 1) / 2`` (query, key) pairs of causal
@@ -289,7 +289,7 @@ def prefill_flops(spec: ModelSpec, visual_tokens: int, text_tokens: int = 0, for
 
 
 def decode_flops(spec: ModelSpec, visual_tokens: int, generated_tokens: int, text_tokens: int = 0,
-                 formula: str = "paper") -> float:
+                 formula: str = "exact") -> float:
     """FLOPs of generating ``generated_tokens`` (R) tokens after the prefill.
 
     Parameters
@@ -299,7 +299,7 @@ def decode_flops(spec: ModelSpec, visual_tokens: int, generated_tokens: int, tex
         The prefill length ``n = visual + text`` held in the KV cache.
     generated_tokens : int
         R >= 0.
-    formula : {"paper", "exact"}
+    formula : {"exact", "paper"}, default "exact"
         ``"paper"``: AOT eq. 18, ``T R ((4 d^2 + 2 d m) + 2 (d n + d (R + 1) / 2))``.
         ``"exact"``: R one-token forward passes; pass ``j = 1..R`` attends to
         ``n + j`` positions (its own included), with the projections, SwiGLU and
