@@ -2,6 +2,7 @@
 
 from anchor_ot.cli._app import app
 from anchor_ot.cli import methods_cmd  # noqa: F401  (registers `anchor-ot methods`)
+from anchor_ot.cli import flops_cmd  # noqa: F401  (registers `anchor-ot flops`)
 
 __all__ = ["app", "main"]
 
