@@ -301,3 +301,21 @@ def test_zero_vectors_do_not_produce_nan():
     X[:, :10] = 0
     out = AOT(retention=0.2)(VideoTokens(X, (6, 6), v.global_scores, v.local_scores)).validate()
     assert bool(torch.isfinite(out.tokens).all())
+
+
+def test_paper_ablation_variants():
+    v = _video(8, 14, 14)
+    base = methods.get("aot", retention=0.1)
+    assert methods.get("aot:no-merging", retention=0.1).aggregation == "none"
+    assert methods.get("aot:ot-wo-inter-frame").inter is False
+    assert methods.get("aot:random-anchors", seed=4).seed == 4
+    for name in AOT.variants:
+        red = methods.get(f"aot:{name}", retention=0.1)
+        out = red(v).validate()
+        assert out.num_tokens == base.num_kept(8, (14, 14))
+    names = [row[0] for row in methods.describe()]
+    assert "aot:wo-local-anchors" in names
+    with pytest.raises(ValueError, match="variant"):
+        methods.get("aot:nope")
+    with pytest.raises(ValueError, match="known parameters"):
+        methods.get("aot", alpha=1)

@@ -225,6 +225,17 @@ class AOT(Reducer):
     name = "aot"
     description = "AOT: local-global anchors, intra-frame OT aggregation, inter-frame OT clip merging"
     paper = "arXiv:2603.01400"
+    #: The paper's ablation rows (Tables 4, 5 and 8), as ``methods.get("aot:<variant>")``.
+    variants = {
+        "no-merging": {"aggregation": "none"},              # Table 4 "No Merging" (= Table 5 "w/o OT")
+        "cosine-merging": {"aggregation": "cosine"},        # Table 4 "Cosine Merging"
+        "wo-local-anchors": {"anchors": "global"},          # Table 5 "w/o Local Anchors"
+        "wo-global-anchors": {"anchors": "local"},          # Table 5 "w/o Global Anchors"
+        "wo-ot": {"aggregation": "none"},                   # Table 5 "w/o OT"
+        "ot-wo-intra-frame": {"intra": False},              # Table 5 "OT w/o Intra-frame"
+        "ot-wo-inter-frame": {"inter": False},              # Table 5 "OT w/o Inter-frame"
+        "random-anchors": {"anchors": "random"},            # Table 8 "w Random Anchors"
+    }
 
     def __post_init__(self) -> None:
         super().__post_init__()
