@@ -58,3 +58,5 @@ def get(name: str, **params) -> Reducer:
 
 # Method modules register themselves on import.
 from anchor_ot.methods import aot  # noqa: E402,F401
+from anchor_ot.methods import fastvid  # noqa: E402,F401
+from anchor_ot.methods import prunevid  # noqa: E402,F401
