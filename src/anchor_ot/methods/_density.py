@@ -19,13 +19,12 @@ def pairwise_dist(x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tenso
     """Euclidean distances ``||x_i - y_j|| / sqrt(d)`` for batches ``(B, n, d)``, ``(B, m, d)``.
 
     Scaled by ``1/sqrt(d)`` as PruneVid's and FastVID's ``cdist(x, x) / sqrt(C)``.
-    Returns ``(B, n, m)`` float32; computed as ``|x|^2 + |y|^2 - 2 x.y`` (one bmm).
+    Returns ``(B, n, m)`` in x's dtype; computed as ``|x|^2 + |y|^2 - 2 x.y`` (one baddbmm).
     """
     y = x if y is None else y
-    xx = (x * x).sum(-1)
-    yy = xx if y is x else (y * y).sum(-1)
-    g = torch.bmm(x, y.transpose(1, 2))
-    d2 = (xx.unsqueeze(-1) + yy.unsqueeze(-2) - 2.0 * g).clamp_min_(0.0)
+    xx = torch.linalg.vector_norm(x, dim=-1).square_()
+    yy = xx if y is x else torch.linalg.vector_norm(y, dim=-1).square_()
+    d2 = torch.baddbmm(xx.unsqueeze(-1) + yy.unsqueeze(-2), x, y.transpose(1, 2), alpha=-2.0).clamp_min_(0.0)
     return d2.sqrt_().div_(x.shape[-1] ** 0.5)
 
 

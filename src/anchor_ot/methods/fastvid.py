@@ -176,26 +176,27 @@ class FastVID(Reducer):
         assignment = row.clone()
 
         # --- merge each clip's non-salient tokens into its context anchors ---------
-        xn = F.normalize(x, dim=-1)
+        # argmax_a cos(x_m, x_a) = argmax_a x_m . x_a/|x_a|: members need no normalization,
+        # and each clip is a contiguous slice of x (no copy of the F x N x D tensor).
         beta = self.beta
         for (s, e) in segments:
             a_pos = ctx_mask[s:e].reshape(-1).nonzero().squeeze(1) + s * N
-            m_pos = (~salient[s:e]).reshape(-1).nonzero().squeeze(1) + s * N
-            if a_pos.numel() == 0 or m_pos.numel() == 0:
+            if a_pos.numel() == 0:
                 continue
-            sim = xn.reshape(-1, D)[m_pos] @ xn.reshape(-1, D)[a_pos].T   # (M, A_s)
-            owner = sim.argmax(-1)
-            is_anchor = ctx_mask.reshape(-1)[m_pos]
-            # an anchor always joins itself
-            owner[is_anchor] = torch.searchsorted(a_pos, m_pos[is_anchor])
+            xs = x[s:e].reshape(-1, D)
+            xa_pos = flat[a_pos]
+            owner = (xs @ F.normalize(xa_pos, dim=-1).T).argmax(-1)          # (L*N,)
             na = a_pos.numel()
-            counts = torch.bincount(owner, minlength=na).to(x.dtype)
-            sums = torch.zeros(na, D, dtype=x.dtype, device=dev).index_add_(0, owner, flat[m_pos])
+            owner[a_pos - s * N] = torch.arange(na, device=dev)               # an anchor joins itself
+            owner = owner.masked_fill(salient[s:e].reshape(-1), na)           # salient: not merged
+            counts = torch.bincount(owner, minlength=na + 1)[:na].to(x.dtype)
+            sums = torch.zeros(na + 1, D, dtype=x.dtype, device=dev).index_add_(0, owner, xs)[:na]
             mean = sums / counts.clamp_min(1).unsqueeze(1)
             alpha = (1.0 / (counts + 1.0)).clamp_min(beta).unsqueeze(1)
             rows = row[a_pos]
-            out[rows] = alpha * flat[a_pos] + (1.0 - alpha) * mean
-            assignment[m_pos] = rows[owner]
+            out[rows] = alpha * xa_pos + (1.0 - alpha) * mean
+            members = owner < na
+            assignment[s * N:e * N][members] = rows[owner[members]]
 
         dropped = int((assignment < 0).sum())
         info["dropped"] = dropped

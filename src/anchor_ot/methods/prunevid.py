@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from anchor_ot._validation import check_int, check_number
 from anchor_ot.methods import register
@@ -193,10 +192,19 @@ class PruneVid(Reducer):
         for wi, (s, e) in enumerate(windows):
             win_of[s:e] = wi
 
-        # mean pairwise same-position cosine over i != j: (|sum x_hat|^2 - L) / (L (L - 1))
-        xs = torch.zeros(W, N, D, dtype=x.dtype, device=dev).index_add_(0, win_of, F.normalize(x, dim=-1))
+        # Per position and window, one matmul over frames (no F x N x D temporary):
+        # rows 0..W-1 sum the unit-normalized tokens, rows W..2W-1 average the raw ones.
+        member = (win_of.unsqueeze(0) == torch.arange(W, device=dev).unsqueeze(1)).to(x.dtype)  # (W, F)
         Lf = L.to(x.dtype).view(W, 1)
-        pair_sim = ((xs * xs).sum(-1) - Lf) / (Lf * (Lf - 1)).clamp_min(1)
+        inv = torch.linalg.vector_norm(x, dim=-1).clamp_min(1e-12).reciprocal()              # (F, N)
+        wts = torch.cat([member.unsqueeze(0) * inv.T.unsqueeze(1),
+                         (member / Lf).unsqueeze(0).expand(N, W, Fn)], 1)                     # (N, 2W, F)
+        sums = torch.matmul(wts, x.transpose(0, 1))                                           # (N, 2W, D)
+        xs = sums[:, :W]
+        x_static = sums[:, W:].transpose(0, 1)                                                # (W, N, D)
+        # mean pairwise same-position cosine over i != j: (|sum x_hat|^2 - L) / (L (L - 1))
+        pair_sim = ((torch.linalg.vector_norm(xs, dim=-1).square().T - Lf)
+                    / (Lf * (Lf - 1)).clamp_min(1))                                           # (W, N)
         static = (pair_sim > self.tau) & (Lf > 1)                          # (W, N)
 
         # demote the least static positions while the budget exceeds the token count
@@ -212,8 +220,6 @@ class PruneVid(Reducer):
         info: dict = {"windows": windows, "num_static_positions": int(static.sum())}
 
         # groups: W static groups (window-averaged tokens), F dynamic groups
-        xsum = torch.zeros(W, N, D, dtype=x.dtype, device=dev).index_add_(0, win_of, x)
-        x_static = xsum / Lf.unsqueeze(-1)                                # (W, N, D)
         dyn = ~static[win_of]                                             # (F, N)
         valid = torch.cat([static, dyn], 0)                               # (W + F, N)
         sizes = valid.sum(1).cpu()
@@ -225,7 +231,7 @@ class PruneVid(Reducer):
             counts += split_budget(K - n_groups, (sizes - 1).clamp_min(0).double(), (sizes - 1).clamp_min(0))
         else:
             counts = (rank_desc(sizes.double()) < K).to(torch.long)
-        dist = torch.cat([pairwise_dist(x_static), pairwise_dist(x)], 0)  # (G, N, N)
+        dist = torch.cat([pairwise_dist(x_static.contiguous()), pairwise_dist(x)], 0)  # (G, N, N)
         score = dpc_knn_scores(dist, valid, self.k)
         center = (rank_desc(score) < counts.to(dev).unsqueeze(1)) & valid
         # nearest centre of each member
