@@ -205,7 +205,7 @@ class PruneVid(Reducer):
         # mean pairwise same-position cosine over i != j: (|sum x_hat|^2 - L) / (L (L - 1))
         pair_sim = ((torch.linalg.vector_norm(xs, dim=-1).square().T - Lf)
                     / (Lf * (Lf - 1)).clamp_min(1))                                           # (W, N)
-        static = (pair_sim > self.tau) & (Lf > 1)                          # (W, N)
+        static = ((pair_sim > self.tau) & (Lf > 1)).contiguous()           # (W, N)
 
         # demote the least static positions while the budget exceeds the token count
         n_pre = Fn * N - int((static.sum(1) * (L - 1)).sum())
