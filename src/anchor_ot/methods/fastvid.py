@@ -126,21 +126,22 @@ class FastVID(Reducer):
         K = num_kept
         info: dict = {"frame_features": "mean token per frame"}
 
+        frame_mean = x.mean(1)                                           # (F, D)
         if video.global_scores is not None:
             score = video.global_scores.to(x.dtype)
             info["scores"] = "global_scores"
         else:
-            score = 1.0 - F.cosine_similarity(x, x.mean(1, keepdim=True), dim=-1)
+            dot = torch.bmm(x, frame_mean.unsqueeze(-1)).squeeze(-1)     # (F, N), no F x N x D temporary
+            norms = torch.linalg.vector_norm(x, dim=-1) * torch.linalg.vector_norm(frame_mean, dim=-1, keepdim=True)
+            score = 1.0 - dot / norms.clamp_min(1e-12)
             info["scores"] = "fallback: 1 - cos(token, frame mean token)"
 
-        segments = dynamic_segments(x.mean(1), tau=self.tau, c=self.c)
+        segments = dynamic_segments(frame_mean, tau=self.tau, c=self.c)
         info["segments"] = segments
         anchors = anchor_frames(segments, self.p)
         A = len(anchors)
-        seg_of = torch.empty(Fn, dtype=torch.long)
         w_anchor = []
-        for si, (s, e) in enumerate(segments):
-            seg_of[s:e] = si
+        for s, e in segments:
             n_anc = -(-(e - s) // self.p)
             w_anchor.extend([(e - s) / n_anc] * n_anc)
 

@@ -175,8 +175,9 @@ class OTTVid(Reducer):
       instead of a warning.
     - Without ``global_scores`` the saliency is uniform (plain facility
       location); ``info["scores"]`` records it. Negative scores are clipped to 0.
-    - The mean-token M-RoPE placement of the authors' Qwen port ("anchor frame
-      position") is the adapter's business; here a merged token sits at its root.
+    - The authors' Qwen port gives a merged token the M-RoPE position of its
+      root's frame; here a merged token sits at its root's grid position and the
+      adapters derive positions from ``source_index``.
 
     Computed in float32 (float64 kept); tokens returned in the input dtype.
     """

@@ -254,8 +254,9 @@ class PruneVid(Reducer):
         flat = x.reshape(Fn * N, D)
         kept = assignment >= 0
         Kc = c_g.numel()
-        sums = torch.zeros(Kc, D, dtype=x.dtype, device=dev).index_add_(0, assignment[kept], flat[kept])
-        cnt = torch.bincount(assignment[kept], minlength=Kc).to(x.dtype)
+        target = torch.where(kept, assignment, Kc)          # dropped tokens go to a spare row
+        sums = torch.zeros(Kc + 1, D, dtype=x.dtype, device=dev).index_add_(0, target, flat)[:Kc]
+        cnt = torch.bincount(target, minlength=Kc + 1)[:Kc].to(x.dtype)
         out = sums / cnt.clamp_min(1).unsqueeze(1)
         info["dropped"] = int((~kept).sum())
         assignment = attach_orphans(flat, assignment, out)
