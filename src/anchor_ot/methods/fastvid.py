@@ -107,7 +107,7 @@ class FastVID(Reducer):
 
     name = "fastvid"
     description = "FastVID: dynamic clips, attention-salient tokens + density-peak anchors merging each clip"
-    paper = "2503.11187"
+    paper = "arXiv:2503.11187"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -195,7 +195,8 @@ class FastVID(Reducer):
             mean = sums / counts.clamp_min(1).unsqueeze(1)
             alpha = (1.0 / (counts + 1.0)).clamp_min(beta).unsqueeze(1)
             rows = row[a_pos]
-            out[rows] = alpha * xa_pos + (1.0 - alpha) * mean
+            # a * anchor + (1 - a) * mean, written so that a lone anchor stays bit-exact
+            out[rows] = xa_pos + (1.0 - alpha) * (mean - xa_pos)
             members = owner < na
             assignment[s * N:e * N][members] = rows[owner[members]]
 

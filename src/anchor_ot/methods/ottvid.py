@@ -192,7 +192,7 @@ class OTTVid(Reducer):
 
     name = "ottvid"
     description = "OTT-Vid: saliency-weighted coverage per frame, then OT merging of adjacent frames with per-pair budgets"
-    paper = "2605.11803"
+    paper = "arXiv:2605.11803"
 
     def __post_init__(self) -> None:
         super().__post_init__()

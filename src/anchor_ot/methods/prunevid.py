@@ -168,7 +168,7 @@ class PruneVid(Reducer):
 
     name = "prunevid"
     description = "PruneVid stage 1: static tokens averaged over temporal windows, DPC-kNN clustering"
-    paper = "2412.16117"
+    paper = "arXiv:2412.16117"
 
     def __post_init__(self) -> None:
         super().__post_init__()
