@@ -44,8 +44,11 @@ def coverage_select(sim: torch.Tensor, weights: torch.Tensor, k: int) -> torch.T
     cover = torch.zeros(Fn, N, dtype=sim.dtype, device=sim.device)
     taken = torch.zeros(Fn, N, dtype=torch.bool, device=sim.device)
     picks = torch.empty(Fn, k, dtype=torch.long, device=sim.device)
+    buf = torch.empty_like(sim)
+    w_row = weights.unsqueeze(1)                                             # (F, 1, N)
     for step in range(k):  # k steps, each batched over frames and tokens
-        gain = torch.einsum("fi,fij->fj", weights, (sim - cover.unsqueeze(-1)).clamp_min_(0.0))
+        torch.sub(sim, cover.unsqueeze(-1), out=buf).clamp_min_(0.0)
+        gain = torch.bmm(w_row, buf).squeeze(1)                              # (F, N)
         best = gain.masked_fill(taken, float("-inf")).argmax(-1)
         picks[:, step] = best
         taken.scatter_(1, best.unsqueeze(1), True)
@@ -121,8 +124,9 @@ class OTTVid(Reducer):
        ``sqrt(2)``, and the motion weight ``a = 0.5 + 0.5 * clip(1 - mean_n cos(x_t,n,
        x_t+1,n), 0, 1)`` from same-position similarity of the full frames: in
        moving shots the cost is mostly semantic, in static ones locality counts more.
-    4. **Transport.** All F-1 pairs are solved in one batched log-domain Sinkhorn
-       (``eps``, ``max_iter``; :func:`anchor_ot.ot.sinkhorn`); the pair's
+    4. **Transport.** All F-1 pairs are solved in one batched Sinkhorn
+       (``eps``, ``max_iter``; :func:`anchor_ot.ot.sinkhorn`, which switches to the
+       log domain at small ``eps``); the pair's
        transport cost ``W = <T, C>`` measures its difficulty.
     5. **Budget.** ``F * Ks - K`` merges are split over the pairs by
        ``softmax(-W / tau_b)`` (:func:`pair_budgets`).
