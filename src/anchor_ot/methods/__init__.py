@@ -74,3 +74,6 @@ def get(name: str, **params) -> Reducer:
 
 # Method modules register themselves on import.
 from anchor_ot.methods import aot  # noqa: E402,F401
+from anchor_ot.methods import fastvid  # noqa: E402,F401
+from anchor_ot.methods import prunevid  # noqa: E402,F401
+from anchor_ot.methods import ottvid  # noqa: E402,F401
