@@ -196,3 +196,12 @@ def test_hooks_removed_when_forward_fails(eager_model, frames):
     finally:
         handle.remove()
     assert len(target._forward_hooks) == before
+
+
+def test_bfloat16_tokens_float32_scores(cache, frames):
+    enc = DinoV2Encoder(image_size=56, pool=2, dtype=torch.bfloat16, model=load_dinov2(cache=cache))
+    out = enc.encode(frames[:2])
+    assert out.video_tokens.tokens.dtype == torch.bfloat16 and out.cls.dtype == torch.bfloat16
+    assert out.video_tokens.grid == (2, 2)
+    assert out.video_tokens.global_scores.dtype == torch.float32
+    torch.testing.assert_close(out.video_tokens.global_scores.sum(1), torch.ones(2), atol=1e-5, rtol=0)

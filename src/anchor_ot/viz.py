@@ -120,7 +120,7 @@ def plot_anchors(frames, reduced: ReducedVideo, path: str | Path, max_frames: in
     -----
     Each frame title gives ``kept/total``: output tokens sitting in that frame
     over the frame's N grid cells, and how many of its cells were absorbed by a
-    token of another frame ("x-frame").
+    token of another frame ("merged across frames").
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.collections import PatchCollection
@@ -183,7 +183,7 @@ def plot_anchors(frames, reduced: ReducedVideo, path: str | Path, max_frames: in
         ax.set_ylim(h, 0)
         ax.set_aspect((H / h) / (W / w))  # the axes box already has the frame's shape
         foreign = int((owner_frame[assignment[f]] != f).sum())
-        ax.set_title(f"frame {f}: {len(kept)}/{N} kept, {foreign} x-frame", fontsize=8, pad=2)
+        ax.set_title(f"frame {f}: kept {len(kept)}/{N}, {foreign} merged across frames", fontsize=8, pad=2)
     fig.canvas.draw()
     image = np.asarray(fig.canvas.buffer_rgba()).copy()
     height = image.shape[0]
