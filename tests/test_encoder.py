@@ -205,3 +205,9 @@ def test_bfloat16_tokens_float32_scores(cache, frames):
     assert out.video_tokens.grid == (2, 2)
     assert out.video_tokens.global_scores.dtype == torch.float32
     torch.testing.assert_close(out.video_tokens.global_scores.sum(1), torch.ones(2), atol=1e-5, rtol=0)
+
+
+def test_outputs_are_ordinary_tensors(eager_model, frames):
+    out = DinoV2Encoder(image_size=28, model=eager_model).encode(frames[:1])
+    out.video_tokens.tokens.mul_(1.0)  # would raise for inference-mode tensors
+    assert not out.video_tokens.tokens.requires_grad

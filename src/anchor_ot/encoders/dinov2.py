@@ -405,7 +405,7 @@ class DinoV2Encoder:
             raise ValueError(f"frames must be non-empty, got shape {tuple(frames.shape)}")
         return frames
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: callers may update the returned tensors in place
     def encode(self, frames) -> EncodedVideo:
         """Encode frames into pooled patch tokens, [CLS] attention scores and [CLS] tokens.
 
