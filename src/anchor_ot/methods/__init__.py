@@ -58,3 +58,5 @@ def get(name: str, **params) -> Reducer:
 
 # Method modules register themselves on import.
 from anchor_ot.methods import aot  # noqa: E402,F401
+from anchor_ot.methods import pool  # noqa: E402,F401
+from anchor_ot.methods import random_keep  # noqa: E402,F401
