@@ -60,3 +60,6 @@ def get(name: str, **params) -> Reducer:
 from anchor_ot.methods import aot  # noqa: E402,F401
 from anchor_ot.methods import pool  # noqa: E402,F401
 from anchor_ot.methods import random_keep  # noqa: E402,F401
+from anchor_ot.methods import visionzip  # noqa: E402,F401
+from anchor_ot.methods import divprune  # noqa: E402,F401
+from anchor_ot.methods import dycoke  # noqa: E402,F401
