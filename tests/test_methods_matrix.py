@@ -161,3 +161,14 @@ def test_metadata(name):
     assert cls.description and "\n" not in cls.description
     assert cls.paper == "-" or (cls.paper.count(".") == 1 and cls.paper.replace(".", "").isdigit())
     assert cls.__doc__ and "Parameters" in cls.__doc__
+
+
+@pytest.mark.parametrize("name", methods.available())
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float64], ids=["fp16", "fp64"])
+@pytest.mark.parametrize("retention", [0.25, 1.0])
+def test_other_dtypes(name, dtype, retention):
+    """fp16 and fp64 inputs come back in their own dtype; at retention 1.0 bit for bit."""
+    video = make_video(2, (8, 12), dtype)
+    out = check_contract(methods.get(name, retention=retention), video)
+    if retention == 1.0:
+        assert torch.equal(out.tokens, video.tokens.reshape(2 * 96, -1))

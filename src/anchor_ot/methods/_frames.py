@@ -8,7 +8,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F_
 
-__all__ = ["spread_counts", "unit_rows", "nearest_kept", "rows_of_kept", "check_per_frame_budget"]
+__all__ = ["spread_counts", "unit_rows", "nearest_kept", "rows_of_kept", "check_per_frame_budget", "work_dtype"]
+
+
+def work_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Dtype to compute in: float32 for fp16/bf16/fp32 input, float64 for float64 input."""
+    return torch.promote_types(dtype, torch.float32)
 
 
 def spread_counts(total: int, parts: int, device: torch.device | str = "cpu") -> torch.Tensor:

@@ -8,7 +8,7 @@ from typing import ClassVar
 import torch
 
 from anchor_ot.methods import register
-from anchor_ot.methods._frames import unit_rows
+from anchor_ot.methods._frames import unit_rows, work_dtype
 from anchor_ot.methods.base import Reducer, assemble
 from anchor_ot.types import ReducedVideo, VideoTokens
 
@@ -22,7 +22,7 @@ _BLOCK = 2048
 
 
 def max_min_select(xn: torch.Tensor, k: int, gram_max_tokens: int = GRAM_MAX_TOKENS) -> tuple[torch.Tensor, torch.Tensor]:
-    """Greedy max-min diversity selection (DivPrune, arXiv 2503.02175, Sec. 3.2, Alg. 1).
+    """Greedy max-min diversity selection (DivPrune, arXiv 2503.02175: the greedy max-min diversity solver).
 
     Distance is ``1 - cos``. The first pick is the token whose nearest neighbour is
     farthest; each next pick is the unselected token whose nearest selected token
@@ -31,7 +31,7 @@ def max_min_select(xn: torch.Tensor, k: int, gram_max_tokens: int = GRAM_MAX_TOK
 
     Parameters
     ----------
-    xn : torch.Tensor, shape (M, d), float32
+    xn : torch.Tensor, shape (M, d), float32 or float64
         Unit-norm tokens.
     k : int
         Number to select, ``1 <= k <= M``.
@@ -49,6 +49,9 @@ def max_min_select(xn: torch.Tensor, k: int, gram_max_tokens: int = GRAM_MAX_TOK
 
     Notes
     -----
+    Precision: similarities and means are computed in float32 (float64 for
+    float64 input); output tokens have the input dtype and are the input values, bit for bit.
+
     The running "largest similarity to the selected set" is updated with the new
     pick's row each step (O(M) per step; the official code takes the minimum over
     all selected rows again, O(k * M) per step, same result). Selected tokens are
@@ -135,5 +138,5 @@ class DivPrune(Reducer):
         if num_kept == M:
             ar = torch.arange(M, device=x.device)
             return assemble(flat, ar, ar, Fr, video.grid, {"shortcut": "all tokens kept"})
-        picks, owner = max_min_select(unit_rows(flat.to(torch.float32)), num_kept)
+        picks, owner = max_min_select(unit_rows(flat.to(work_dtype(x.dtype))), num_kept)
         return assemble(flat[picks], picks, owner, Fr, video.grid, {})

@@ -8,7 +8,7 @@ from typing import ClassVar
 import torch
 
 from anchor_ot.methods import register
-from anchor_ot.methods._frames import nearest_kept, rows_of_kept, spread_counts
+from anchor_ot.methods._frames import nearest_kept, rows_of_kept, spread_counts, work_dtype
 from anchor_ot.methods.base import Reducer, assemble
 from anchor_ot.types import ReducedVideo, VideoTokens
 
@@ -43,7 +43,7 @@ def _cos(a: torch.Tensor, b: torch.Tensor, na: torch.Tensor, nb: torch.Tensor) -
 def _ttm_similarity(x: torch.Tensor, norms: torch.Tensor) -> torch.Tensor:
     # (F, N) cosine of every token with the same position of its comparison frame (0 for
     # reference frames). Strided views of the 3 in-group offsets: no gathered copy of x.
-    sim = torch.zeros(norms.shape, dtype=torch.float32, device=x.device)
+    sim = torch.zeros(norms.shape, dtype=norms.dtype, device=x.device)
     for offset, base in ((1, 0), (2, 0), (3, 2)):
         n = len(range(offset, x.shape[0], _GROUP))
         if n:
@@ -55,12 +55,12 @@ def _ttm_similarity(x: torch.Tensor, norms: torch.Tensor) -> torch.Tensor:
 @register
 @dataclass(repr=False)
 class DyCoke(Reducer):
-    """DyCoke's temporal token merging (Tao et al., CVPR 2025, arXiv 2411.15024, Sec. 3.2, "TTM").
+    """DyCoke's temporal token merging (Tao et al., CVPR 2025, arXiv 2411.15024; the "TTM" module).
 
     In each group of 4 frames the first is the reference; every other frame
     keeps only the tokens *least* similar (cosine) to the same grid position in
-    its comparison frame (:func:`reference_frames`: frames 2 and 3 of the group
-    against frame 1, frame 4 against frame 3). Tokens are dropped, not averaged.
+    its comparison frame (:func:`reference_frames`; counting from 1 within the
+    group: frames 2 and 3 against frame 1, frame 4 against frame 3). Tokens are dropped, not averaged.
     DyCoke's second stage, KV-cache pruning during decoding inside the LLM, is out
     of scope for a pre-LLM token reducer and is not implemented.
 
@@ -76,6 +76,9 @@ class DyCoke(Reducer):
 
     Notes
     -----
+    Precision: similarities and means are computed in float32 (float64 for
+    float64 input); output tokens have the input dtype and are the input values, bit for bit.
+
     Budget. With ``R = ceil(F / 4)`` reference frames and ``P = F - R`` pruned
     frames, TTM itself reaches ``K >= R * N`` (retention >= R / F, 25% when
     ``4 | F``):
@@ -149,7 +152,7 @@ class DyCoke(Reducer):
         x = video.tokens
         Fr, N, d = x.shape
         dev = x.device
-        xf = x.to(torch.float32)
+        xf = x.to(work_dtype(x.dtype))
         norms = torch.linalg.vector_norm(xf, dim=-1)  # (F, N)
         ref = reference_frames(Fr).to(dev)
         is_ref = ref < 0
@@ -164,7 +167,7 @@ class DyCoke(Reducer):
                 counts[pruned_ids] = spread_counts(num_kept - R * N, P, device=dev)
             sim = _ttm_similarity(xf, norms)  # lower = kept first
         else:
-            sim = torch.zeros((Fr, N), dtype=torch.float32, device=dev)
+            sim = torch.zeros((Fr, N), dtype=xf.dtype, device=dev)
             counts[ref_ids] = spread_counts(num_kept, R, device=dev)
             refs, rnorms = xf[::_GROUP], norms[::_GROUP]  # views
             if R > 1:  # ref j against ref j-1, ref 0 against ref 1

@@ -10,7 +10,7 @@ from typing import ClassVar
 import torch
 
 from anchor_ot.methods import register
-from anchor_ot.methods._frames import check_per_frame_budget, spread_counts
+from anchor_ot.methods._frames import check_per_frame_budget, spread_counts, work_dtype
 from anchor_ot.methods.base import Reducer, assemble
 from anchor_ot.types import ReducedVideo, VideoTokens
 
@@ -101,8 +101,9 @@ class Pool(Reducer):
     """Uniform spatial average pooling of each frame to the exact budget.
 
     The LLaVA family shrinks each frame's token grid by fixed average/bilinear
-    pooling (LLaVA-OneVision, arXiv 2408.03326: 27x27 -> 14x14 by bilinear
-    interpolation; LLaVA-Video: 2x2 average pooling). This reducer is the
+    pooling (LLaVA-OneVision, arXiv 2408.03326: each video frame's 27x27 grid
+    -> 14x14 by bilinear interpolation; LLaVA-Video's original inference:
+    average pooling to 13x13). This reducer is the
     budget-exact version of that baseline: every frame is pooled the same way,
     independent of content.
 
@@ -113,6 +114,9 @@ class Pool(Reducer):
 
     Notes
     -----
+    Precision: similarities and means are computed in float32 (float64 for
+    float64 input); output tokens have the input dtype.
+
     Budget: frame ``f`` gets ``k_f`` tokens, ``K // F`` plus one for ``K % F``
     frames spread evenly over the video, so ``sum(k_f) = K`` exactly. The frame's
     ``h x w`` grid is cut into ``k_f`` near-equal rectangles (:func:`grid_partition`:
@@ -121,12 +125,14 @@ class Pool(Reducer):
     and standing for every token of the rectangle (``assignment``; ``mass`` =
     rectangle size).
 
-    Deviations from the models' native pooling: LLaVA pools with a fixed stride
-    (2x2, or bilinear to a fixed size), which reaches only a few retentions
-    (1/4, 1/9, ...) and keeps a 2-D grid; here any budget is reached, and when
-    ``k_f`` is not a product of two grid divisors the regions are not one regular
-    lattice (bands may hold one region more than others). Bilinear interpolation
-    is replaced by box means.
+    Deviations from the models' native pooling: LLaVA pools to a fixed output
+    grid, which reaches only a few retentions (about 1/4, 1/9, ...) and keeps a
+    2-D grid; here any budget is reached, and when ``k_f`` is not a product of
+    two grid divisors the regions are not one regular lattice (bands may hold
+    one region more than others; sizes within a factor of about 3). Bilinear
+    interpolation is replaced by box means. Where the budget is a lattice of
+    equal blocks (e.g. 49 per 14x14 frame) the result equals ``avg_pool2d``
+    (tested).
 
     Cost: one ``index_add_`` over the F*N*d tokens; the partition of each
     distinct ``(h, w, k_f)`` (at most two per call) is built once and cached.
@@ -164,9 +170,10 @@ class Pool(Reducer):
             rows = offsets[frames][:, None] + torch.arange(k, device=dev)[None, :]
             src[rows.reshape(-1)] = (frames[:, None] * N + centre.to(dev)[None, :]).reshape(-1)
         out_row = (labels + offsets[:, None]).reshape(-1)  # (F*N,) output row of each token
-        sums = torch.zeros((num_kept, d), dtype=torch.float32, device=dev)
-        sums.index_add_(0, out_row, x.reshape(Fr * N, d).to(torch.float32))
-        size = torch.bincount(out_row, minlength=num_kept).to(torch.float32)
+        wd = work_dtype(x.dtype)
+        sums = torch.zeros((num_kept, d), dtype=wd, device=dev)
+        sums.index_add_(0, out_row, x.reshape(Fr * N, d).to(wd))
+        size = torch.bincount(out_row, minlength=num_kept).to(wd)
         pooled = (sums / size[:, None]).to(x.dtype)
         info = {"regions_per_frame": (int(counts.min()), int(counts.max()))}
         return assemble(pooled, src, out_row, Fr, video.grid, info)

@@ -9,7 +9,7 @@ import torch
 
 from anchor_ot._validation import check_int
 from anchor_ot.methods import register
-from anchor_ot.methods._frames import nearest_kept, rows_of_kept, spread_counts
+from anchor_ot.methods._frames import nearest_kept, rows_of_kept, spread_counts, work_dtype
 from anchor_ot.methods.base import Reducer, assemble
 from anchor_ot.types import ReducedVideo, VideoTokens
 
@@ -37,6 +37,9 @@ class RandomKeep(Reducer):
 
     Notes
     -----
+    Precision: similarities and means are computed in float32 (float64 for
+    float64 input); output tokens have the input dtype and are the input values, bit for bit.
+
     Budget: frame ``f`` keeps ``k_f`` tokens, ``K // F`` plus one for ``K % F``
     frames spread evenly over the video (``sum(k_f) = K``); which ``k_f``
     positions is uniform without replacement (ranks of ``torch.rand`` on CPU).
@@ -76,7 +79,7 @@ class RandomKeep(Reducer):
         keep = torch.zeros((Fr, N), dtype=torch.bool, device=dev)
         keep.scatter_(1, order, torch.arange(N, device=dev)[None, :] < counts[:, None])
         keep_flat = keep.reshape(-1)
-        target = nearest_kept(x.to(torch.float32), keep)
+        target = nearest_kept(x.to(work_dtype(x.dtype)), keep)
         src = torch.nonzero(keep_flat).squeeze(1)
         assignment = rows_of_kept(keep_flat)[target]
         return assemble(x.reshape(Fr * N, d)[src], src, assignment, Fr, video.grid, {"seed": self.seed})

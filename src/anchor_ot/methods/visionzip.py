@@ -9,7 +9,7 @@ import torch
 
 from anchor_ot._validation import check_choice, check_number
 from anchor_ot.methods import register
-from anchor_ot.methods._frames import check_per_frame_budget, rows_of_kept, spread_counts, unit_rows
+from anchor_ot.methods._frames import check_per_frame_budget, rows_of_kept, spread_counts, unit_rows, work_dtype
 from anchor_ot.methods.base import Reducer, assemble
 from anchor_ot.types import ReducedVideo, VideoTokens
 
@@ -22,8 +22,8 @@ class VisionZip(Reducer):
     """VisionZip (Yang et al., CVPR 2025, arXiv 2412.04467), applied frame by frame.
 
     Each frame keeps its ``dominant`` tokens with the highest attention received
-    (paper Sec. 3.2, "dominant token selection") and summarises the rest in
-    ``contextual`` tokens (Sec. 3.2, "contextual tokens merging"): every
+    (the paper's "dominant token selection") and summarises the rest in
+    ``contextual`` tokens (its "contextual tokens merging"): every
     ``step``-th remaining token in raster order is a target, ``step =
     max(1, remaining // contextual)``, and each other remaining token joins its
     most similar target.
@@ -45,6 +45,9 @@ class VisionZip(Reducer):
 
     Notes
     -----
+    Precision: similarities and means are computed in float32 (float64 for
+    float64 input); output tokens have the input dtype; dominant tokens are the input values, bit for bit.
+
     Budget: ``S_f`` is ``K // F`` plus one for ``K % F`` frames spread evenly over
     the video, so ``sum(S_f) = K`` exactly; dominant/contextual split as above
     (floor on the dominant side, e.g. ``S = 19 -> 16 + 3``, ``S = 1 -> 0 + 1``).
@@ -115,10 +118,10 @@ class VisionZip(Reducer):
         x = video.tokens
         Fr, N, d = x.shape
         dev = x.device
-        xf = x.to(torch.float32)
+        xf = x.to(work_dtype(x.dtype))
         dominant, contextual = (t.to(dev) for t in self.split(Fr, video.grid))
         if video.global_scores is not None:
-            scores, source = video.global_scores.to(torch.float32), "global_scores"
+            scores, source = video.global_scores.to(xf.dtype), "global_scores"
         else:
             scores, source = torch.linalg.vector_norm(xf, dim=-1), "token_norm (no global_scores given)"
         # dominant: top-dominant_f scores of each frame (stable: ties to the lower index)
@@ -147,9 +150,9 @@ class VisionZip(Reducer):
         assignment = row[torch.where(merge_flat, owner.reshape(-1), flat)]
         # merged sums: tokens not merged go to a scratch row K that is dropped
         dest = torch.where(merge_flat, assignment, torch.full_like(assignment, num_kept))
-        sums = torch.zeros((num_kept + 1, d), dtype=torch.float32, device=dev)
+        sums = torch.zeros((num_kept + 1, d), dtype=xf.dtype, device=dev)
         sums.index_add_(0, dest, xf.reshape(Fr * N, d))
-        count = torch.bincount(dest, minlength=num_kept + 1)[:num_kept].to(torch.float32)[:, None]
+        count = torch.bincount(dest, minlength=num_kept + 1)[:num_kept].to(xf.dtype)[:, None]
         src = torch.nonzero(keep_flat).squeeze(1)
         out = xf.reshape(Fr * N, d)[src]
         if self.merge == "author":
