@@ -52,40 +52,48 @@ def max_min_select(xn: torch.Tensor, k: int, gram_max_tokens: int = GRAM_MAX_TOK
     Precision: similarities and means are computed in float32 (float64 for
     float64 input); output tokens have the input dtype and are the input values, bit for bit.
 
-    The running "largest similarity to the selected set" is updated with the new
-    pick's row each step (O(M) per step; the official code takes the minimum over
-    all selected rows again, O(k * M) per step, same result). Selected tokens are
-    masked out, so picks stay distinct even when tokens repeat (the official
-    ``argmax`` can pick a duplicate again when all remaining distances are 0).
+    Each step is ``argmin`` plus one in-place ``maximum`` of the running "largest
+    similarity to the selected set" with the new pick's row (O(M); the official
+    code takes the minimum over all selected rows again, O(k * M) per step, same
+    result). The similarity matrix's diagonal is set to +inf after the
+    nearest-neighbour pass, so a selected token is never selected again, even
+    when tokens repeat (the official ``argmax`` can pick a duplicate again when
+    all remaining distances are 0).
     """
     M = xn.shape[0]
     dev = xn.device
     gram = xn @ xn.T if M <= gram_max_tokens else None
+    # nearest-neighbour similarity of every token (self excluded)
+    nn_sim = torch.zeros(M, dtype=xn.dtype, device=dev)
+    if M > 1:
+        for s in range(0, M, _BLOCK):
+            blk = gram[s:s + _BLOCK].clone() if gram is not None else xn[s:s + _BLOCK] @ xn.T
+            ar = torch.arange(blk.shape[0], device=dev)
+            blk[ar, ar + s] = float("-inf")
+            nn_sim[s:s + _BLOCK] = blk.max(1).values
+    if gram is not None:
+        gram.fill_diagonal_(float("inf"))  # a pick's own entry: never picked again, owns itself
 
     def row(i: torch.Tensor) -> torch.Tensor:
-        return gram[i] if gram is not None else xn @ xn[i]
+        if gram is not None:
+            return gram[i]
+        r = xn @ xn[i]
+        r[i] = float("inf")
+        return r
 
-    # nearest-neighbour similarity of every token (self excluded)
-    nn_sim = torch.empty(M, dtype=xn.dtype, device=dev)
-    for s in range(0, M, _BLOCK):
-        blk = gram[s:s + _BLOCK] if gram is not None else xn[s:s + _BLOCK] @ xn.T
-        blk = blk.clone() if gram is not None else blk
-        ar = torch.arange(blk.shape[0], device=dev)
-        blk[ar, ar + s] = float("-inf")
-        nn_sim[s:s + _BLOCK] = blk.max(1).values if M > 1 else 0.0
     picks = torch.empty(k, dtype=torch.long, device=dev)
     picks[0] = torch.argmin(nn_sim)
-    best = row(picks[0]).clone()  # largest similarity to the selected set
-    owner = torch.zeros(M, dtype=torch.long, device=dev)
-    best[picks[0]] = float("inf")
+    best = row(picks[0]).clone()  # largest similarity to the selected set (+inf at picks)
     for i in range(1, k):
-        p = torch.argmin(best)
-        picks[i] = p
-        r = row(p)
-        owner = torch.where(r > best, i, owner)
-        best = torch.maximum(best, r)
-        best[p] = float("inf")
-    owner[picks] = torch.arange(k, device=dev)
+        picks[i] = torch.argmin(best)
+        torch.maximum(best, row(picks[i]), out=best)
+    # owner: most similar pick (first on ties); a pick's own entry is +inf, so it owns itself
+    if gram is not None:
+        owner = gram[:, picks].argmax(1)
+    else:
+        sim = xn @ xn[picks].T
+        sim[picks, torch.arange(k, device=dev)] = float("inf")
+        owner = sim.argmax(1)
     return picks, owner
 
 
