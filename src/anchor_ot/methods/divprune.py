@@ -135,7 +135,7 @@ class DivPrune(Reducer):
 
     name: ClassVar[str] = "divprune"
     description: ClassVar[str] = "greedy max-min diversity selection over all tokens (distance 1 - cos)"
-    paper: ClassVar[str] = "2503.02175"
+    paper: ClassVar[str] = "arXiv:2503.02175"
 
     def reduce(self, video: VideoTokens, num_kept: int) -> ReducedVideo:
         """Select ``num_kept`` diverse tokens and assign the rest; see the class notes."""

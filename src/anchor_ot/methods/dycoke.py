@@ -121,7 +121,7 @@ class DyCoke(Reducer):
 
     name: ClassVar[str] = "dycoke"
     description: ClassVar[str] = "DyCoke TTM: per group of 4 frames keep the tokens least similar to a reference frame"
-    paper: ClassVar[str] = "2411.15024"
+    paper: ClassVar[str] = "arXiv:2411.15024"
 
     def __post_init__(self) -> None:
         super().__post_init__()

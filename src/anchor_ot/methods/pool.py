@@ -146,7 +146,7 @@ class Pool(Reducer):
 
     name: ClassVar[str] = "pool"
     description: ClassVar[str] = "uniform spatial average pooling of each frame to the budget (LLaVA-style)"
-    paper: ClassVar[str] = "2408.03326"
+    paper: ClassVar[str] = "arXiv:2408.03326"
 
     def num_kept(self, num_frames: int, grid: tuple[int, int]) -> int:
         """Exact K = round(retention * F * N); raises ValueError if K < F (see class notes)."""

@@ -62,7 +62,7 @@ class RandomKeep(Reducer):
 
     name: ClassVar[str] = "random"
     description: ClassVar[str] = "seeded uniform random keep per frame (AOT Table 8 baseline)"
-    paper: ClassVar[str] = "2603.01400"
+    paper: ClassVar[str] = "arXiv:2603.01400"
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -93,7 +93,7 @@ class VisionZip(Reducer):
 
     name: ClassVar[str] = "visionzip"
     description: ClassVar[str] = "per frame: top-attention dominant tokens + contextual tokens merged by similarity"
-    paper: ClassVar[str] = "2412.04467"
+    paper: ClassVar[str] = "arXiv:2412.04467"
 
     def __post_init__(self) -> None:
         super().__post_init__()
