@@ -21,6 +21,18 @@ GRAM_MAX_TOKENS = 8192
 _BLOCK = 2048
 
 
+def _symmetric_gram(xn: torch.Tensor) -> torch.Tensor:
+    # xn @ xn.T computing only the blocks on and above the diagonal (half the multiply-adds)
+    # and mirroring them; the mirror is a transpose, so the matrix is exactly symmetric.
+    M = xn.shape[0]
+    gram = torch.empty((M, M), dtype=xn.dtype, device=xn.device)
+    for i in range(0, M, _BLOCK):
+        blk = xn[i:i + _BLOCK] @ xn[i:].T  # (b, M - i)
+        gram[i:i + _BLOCK, i:] = blk
+        gram[i + _BLOCK:, i:i + _BLOCK] = blk[:, _BLOCK:].T
+    return gram
+
+
 def max_min_select(xn: torch.Tensor, k: int, gram_max_tokens: int = GRAM_MAX_TOKENS) -> tuple[torch.Tensor, torch.Tensor]:
     """Greedy max-min diversity selection (DivPrune, arXiv 2503.02175: the greedy max-min diversity solver).
 
@@ -62,7 +74,7 @@ def max_min_select(xn: torch.Tensor, k: int, gram_max_tokens: int = GRAM_MAX_TOK
     """
     M = xn.shape[0]
     dev = xn.device
-    gram = xn @ xn.T if M <= gram_max_tokens else None
+    gram = _symmetric_gram(xn) if M <= gram_max_tokens else None
     # nearest-neighbour similarity of every token (self excluded)
     nn_sim = torch.zeros(M, dtype=xn.dtype, device=dev)
     if M > 1:
