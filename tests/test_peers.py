@@ -320,3 +320,20 @@ def test_dycoke_floor_raises_without_extension_and_extends_with_it():
     assert torch.bincount(out.frame_index, minlength=8)[[0, 4]].tolist() == [78, 79]
     with pytest.raises(TypeError, match="extend"):
         methods.get("dycoke", extend="yes")
+
+
+def test_random_with_fewer_tokens_than_frames_assigns_across_frames():
+    x = torch.randn(8, 16, 6, generator=gen(26))
+    out = methods.get("random", retention=retention_for(3, 8, (4, 4)))(VideoTokens(x, (4, 4))).validate()
+    assert out.num_tokens == 3 and len(set(out.frame_index.tolist())) == 3
+    xn = F_.normalize(x.reshape(-1, 6), dim=-1)
+    empty = ~torch.isin(torch.arange(8), out.frame_index)
+    for i in torch.nonzero(empty.repeat_interleave(16)).squeeze(1).tolist():  # frames keeping nothing
+        assert int(out.assignment[i]) == int((xn[out.source_index] @ xn[i]).argmax())
+
+
+def test_dycoke_extension_below_one_token_per_reference():
+    x = torch.randn(32, 4, 6, generator=gen(27))
+    out = methods.get("dycoke", retention=retention_for(3, 32, (2, 2)))(VideoTokens(x, (2, 2))).validate()
+    assert out.num_tokens == 3 and out.info["extended"]
+    assert set(out.frame_index.tolist()) <= set(range(0, 32, 4))
