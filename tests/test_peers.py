@@ -103,9 +103,15 @@ def test_pool_regions_are_balanced_rectangles():
                 assert int(sizes[r]) == (int(ys.max() - ys.min()) + 1) * (int(xs.max() - xs.min()) + 1)
 
 
-def test_pool_rejects_fewer_tokens_than_frames():
-    with pytest.raises(ValueError, match="retention >= 1/N"):
-        methods.get("pool", retention=0.001).num_kept(32, (14, 14))
+def test_pool_below_one_token_per_frame_pools_runs_of_frames():
+    x = torch.randn(7, 6, 4, generator=gen(28))
+    out = methods.get("pool", retention=retention_for(3, 7, (2, 3)))(VideoTokens(x, (2, 3))).validate()
+    runs = [[0, 1], [2, 3], [4, 5, 6]]  # spread_counts(7, 3) = [2, 2, 3]
+    for row, frames in enumerate(runs):
+        torch.testing.assert_close(out.tokens[row], x[frames].reshape(-1, 4).mean(0))
+        assert int(out.frame_index[row]) == frames[(len(frames) - 1) // 2]
+        assert int(out.mass[row]) == 6 * len(frames)
+    assert methods.get("pool", retention=0.001).num_kept(32, (14, 14)) == 6
 
 
 # -- random --------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from typing import ClassVar
 import torch
 
 from anchor_ot.methods import register
-from anchor_ot.methods._frames import check_per_frame_budget, spread_counts, work_dtype
+from anchor_ot.methods._frames import spread_counts, work_dtype
 from anchor_ot.methods.base import Reducer, assemble
 from anchor_ot.types import ReducedVideo, VideoTokens
 
@@ -137,28 +137,23 @@ class Pool(Reducer):
     Cost: one ``index_add_`` over the F*N*d tokens; the partition of each
     distinct ``(h, w, k_f)`` (at most two per call) is built once and cached.
 
-    Raises
-    ------
-    ValueError
-        At :meth:`num_kept` when ``K < F`` (at least one token per frame); the
-        message gives the smallest feasible retention, ``1 / N``.
+    Below one token per frame (``K < F``, retention < 1/N), the frames are cut
+    into K runs of consecutive frames (sizes differing by at most one) and each
+    run is pooled whole into one token at the centre cell of its middle frame: a
+    documented extension (spatio-temporal pooling) so that every budget is reached.
     """
 
     name: ClassVar[str] = "pool"
     description: ClassVar[str] = "uniform spatial average pooling of each frame to the budget (LLaVA-style)"
     paper: ClassVar[str] = "arXiv:2408.03326"
 
-    def num_kept(self, num_frames: int, grid: tuple[int, int]) -> int:
-        """Exact K = round(retention * F * N); raises ValueError if K < F (see class notes)."""
-        k = super().num_kept(num_frames, grid)
-        check_per_frame_budget(self.name, k, num_frames, grid)
-        return k
-
     def reduce(self, video: VideoTokens, num_kept: int) -> ReducedVideo:
         """Pool each frame to its share of ``num_kept`` tokens; see the class notes."""
         x = video.tokens
         Fr, N, d = x.shape
         dev = x.device
+        if num_kept < Fr:
+            return self._pool_frame_groups(video, num_kept)
         counts = spread_counts(num_kept, Fr, device=dev)  # (F,)
         offsets = torch.cumsum(counts, 0) - counts
         labels = torch.empty((Fr, N), dtype=torch.long, device=dev)
@@ -170,10 +165,29 @@ class Pool(Reducer):
             rows = offsets[frames][:, None] + torch.arange(k, device=dev)[None, :]
             src[rows.reshape(-1)] = (frames[:, None] * N + centre.to(dev)[None, :]).reshape(-1)
         out_row = (labels + offsets[:, None]).reshape(-1)  # (F*N,) output row of each token
-        wd = work_dtype(x.dtype)
-        sums = torch.zeros((num_kept, d), dtype=wd, device=dev)
-        sums.index_add_(0, out_row, x.reshape(Fr * N, d).to(wd))
-        size = torch.bincount(out_row, minlength=num_kept).to(wd)
-        pooled = (sums / size[:, None]).to(x.dtype)
         info = {"regions_per_frame": (int(counts.min()), int(counts.max()))}
-        return assemble(pooled, src, out_row, Fr, video.grid, info)
+        return assemble(_region_means(x, out_row, num_kept), src, out_row, Fr, video.grid, info)
+
+    @staticmethod
+    def _pool_frame_groups(video: VideoTokens, num_kept: int) -> ReducedVideo:
+        # K < F: K runs of consecutive frames, each pooled whole into one token placed at the
+        # centre cell of the run's middle frame
+        x = video.tokens
+        Fr, N, _ = x.shape
+        dev = x.device
+        sizes = spread_counts(Fr, num_kept, device=dev)  # frames per run, >= 1
+        run = torch.repeat_interleave(torch.arange(num_kept, device=dev), sizes)  # (F,)
+        out_row = run.repeat_interleave(N)
+        middle = torch.cumsum(sizes, 0) - sizes + (sizes - 1) // 2
+        src = middle * N + int(grid_partition(video.grid, 1)[1])
+        info = {"regions_per_frame": (0, 1), "frames_per_token": (int(sizes.min()), int(sizes.max()))}
+        return assemble(_region_means(x, out_row, num_kept), src, out_row, Fr, video.grid, info)
+
+
+def _region_means(x: torch.Tensor, out_row: torch.Tensor, k: int) -> torch.Tensor:
+    # (k, d) mean of the tokens of each output row, computed in the work dtype, returned in x's
+    wd = work_dtype(x.dtype)
+    sums = torch.zeros((k, x.shape[-1]), dtype=wd, device=x.device)
+    sums.index_add_(0, out_row, x.reshape(-1, x.shape[-1]).to(wd))
+    size = torch.bincount(out_row, minlength=k).to(wd)
+    return (sums / size[:, None]).to(x.dtype)
