@@ -61,8 +61,8 @@ def max_min_select(xn: torch.Tensor, k: int, gram_max_tokens: int = GRAM_MAX_TOK
 
     Notes
     -----
-    Precision: similarities and means are computed in float32 (float64 for
-    float64 input); output tokens have the input dtype and are the input values, bit for bit.
+    Precision: similarities are computed in float32 (float64 for float64
+    input); output tokens are the input tokens, in their dtype, bit for bit.
 
     Each step is ``argmin`` plus one in-place ``maximum`` of the running "largest
     similarity to the selected set" with the new pick's row (O(M); the official

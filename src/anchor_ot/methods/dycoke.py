@@ -76,8 +76,8 @@ class DyCoke(Reducer):
 
     Notes
     -----
-    Precision: similarities and means are computed in float32 (float64 for
-    float64 input); output tokens have the input dtype and are the input values, bit for bit.
+    Precision: similarities are computed in float32 (float64 for float64
+    input); output tokens are the input tokens, in their dtype, bit for bit.
 
     Budget. With ``R = ceil(F / 4)`` reference frames and ``P = F - R`` pruned
     frames, TTM itself reaches ``K >= R * N`` (retention >= R / F, 25% when

@@ -103,9 +103,8 @@ class Pool(Reducer):
     The LLaVA family shrinks each frame's token grid by fixed average/bilinear
     pooling (LLaVA-OneVision, arXiv 2408.03326: each video frame's 27x27 grid
     -> 14x14 by bilinear interpolation; LLaVA-Video's original inference:
-    average pooling to 13x13). This reducer is the
-    budget-exact version of that baseline: every frame is pooled the same way,
-    independent of content.
+    average pooling to 13x13). This reducer is the budget-exact version of that
+    baseline: every frame is pooled the same way, independent of content.
 
     Parameters
     ----------
@@ -114,13 +113,13 @@ class Pool(Reducer):
 
     Notes
     -----
-    Precision: similarities and means are computed in float32 (float64 for
-    float64 input); output tokens have the input dtype.
+    Precision: means are computed in float32 (float64 for float64 input);
+    output tokens have the input dtype.
 
     Budget: frame ``f`` gets ``k_f`` tokens, ``K // F`` plus one for ``K % F``
     frames spread evenly over the video, so ``sum(k_f) = K`` exactly. The frame's
     ``h x w`` grid is cut into ``k_f`` near-equal rectangles (:func:`grid_partition`:
-    row bands, then column strips), and each output token is the fp32 mean of its
+    row bands, then column strips), and each output token is the mean of its
     rectangle's tokens, placed at the rectangle's centre cell (``source_index``)
     and standing for every token of the rectangle (``assignment``; ``mass`` =
     rectangle size).
@@ -134,13 +133,13 @@ class Pool(Reducer):
     equal blocks (e.g. 49 per 14x14 frame) the result equals ``avg_pool2d``
     (tested).
 
-    Cost: one ``index_add_`` over the F*N*d tokens; the partition of each
-    distinct ``(h, w, k_f)`` (at most two per call) is built once and cached.
-
     Below one token per frame (``K < F``, retention < 1/N), the frames are cut
     into K runs of consecutive frames (sizes differing by at most one) and each
     run is pooled whole into one token at the centre cell of its middle frame: a
     documented extension (spatio-temporal pooling) so that every budget is reached.
+
+    Cost: one ``index_add_`` over the F*N*d tokens; the partition of each
+    distinct ``(h, w, k_f)`` (at most two per call) is built once and cached.
     """
 
     name: ClassVar[str] = "pool"

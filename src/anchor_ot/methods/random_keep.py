@@ -37,8 +37,8 @@ class RandomKeep(Reducer):
 
     Notes
     -----
-    Precision: similarities and means are computed in float32 (float64 for
-    float64 input); output tokens have the input dtype and are the input values, bit for bit.
+    Precision: similarities are computed in float32 (float64 for float64
+    input); output tokens are the input tokens, in their dtype, bit for bit.
 
     Budget: frame ``f`` keeps ``k_f`` tokens, ``K // F`` plus one for ``K % F``
     frames spread evenly over the video (``sum(k_f) = K``); which ``k_f``

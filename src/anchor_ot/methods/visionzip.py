@@ -46,7 +46,8 @@ class VisionZip(Reducer):
     Notes
     -----
     Precision: similarities and means are computed in float32 (float64 for
-    float64 input); output tokens have the input dtype; dominant tokens are the input values, bit for bit.
+    float64 input); output tokens have the input dtype; dominant tokens are
+    the input values, bit for bit.
 
     Budget: ``S_f`` is ``K // F`` plus one for ``K % F`` frames spread evenly over
     the video, so ``sum(S_f) = K`` exactly; dominant/contextual split as above
