@@ -293,7 +293,8 @@ class AOT(Reducer):
         per_frame, keep_later, note = allocate_anchors(
             num_kept, clips, N, self.anchors_per_frame(N), inter=self.inter)
         M_f = torch.tensor(per_frame, device=dev)
-        info: dict = {"clips": len(clips), "anchors_per_frame": (min(per_frame), max(per_frame)),
+        info: dict = {"clips": len(clips), "clip_bounds": [list(c) for c in clips],
+                      "anchors_per_frame": (min(per_frame), max(per_frame)),
                       "high_change_kept": keep_later}
         if note:
             info["anchor_adjustment"] = note
