@@ -18,16 +18,6 @@ import torch
 from anchor_ot import methods
 from anchor_ot.types import ReducedVideo, VideoTokens
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: small scatter ops with 2 OpenMP threads on a busy 2-core CI box take
-    100x longer (thread contention); results do not depend on the thread count."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 RETENTIONS = (0.05, 0.1, 0.25, 0.5, 1.0)
 # (F, grid): every F in {1, 2, 7, 32} and every grid in {14x14, 13x13, 27x27, 8x12}, not the whole
 # cross product (F=32 with 14x14 and 27x27 run once each, at retention 0.1, in test_large_shapes).

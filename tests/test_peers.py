@@ -15,16 +15,6 @@ from anchor_ot.methods.pool import grid_partition
 from anchor_ot.types import VideoTokens
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: small scatter ops with 2 OpenMP threads on a busy 2-core CI box take
-    100x longer (thread contention); results do not depend on the thread count."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
