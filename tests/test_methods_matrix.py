@@ -188,3 +188,14 @@ def test_other_dtypes(name, dtype, retention):
     out = check_contract(red, video)
     if retention == 1.0:
         assert torch.equal(out.tokens, video.tokens.reshape(2 * 96, -1))
+
+
+@pytest.mark.parametrize("name", methods.available())
+def test_tokens_that_require_grad(name):
+    """Encoder outputs may carry autograd history: reducing them works and keeps the graph."""
+    video = make_video(2, (8, 12))
+    tokens = video.tokens.clone().requires_grad_(True)
+    video = VideoTokens(tokens, video.grid, video.global_scores, video.local_scores)
+    out = methods.get(name, retention=0.25)(video)
+    out.tokens.sum().backward()
+    assert tokens.grad is not None and torch.isfinite(tokens.grad).all()

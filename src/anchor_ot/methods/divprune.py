@@ -161,5 +161,6 @@ class DivPrune(Reducer):
         if num_kept == M:
             ar = torch.arange(M, device=x.device)
             return assemble(flat, ar, ar, Fr, video.grid, {"shortcut": "all tokens kept"})
-        picks, owner = max_min_select(unit_rows(flat.to(work_dtype(x.dtype))), num_kept)
+        with torch.no_grad():  # a selection: gradients flow through the kept tokens only
+            picks, owner = max_min_select(unit_rows(flat.to(work_dtype(x.dtype))), num_kept)
         return assemble(flat[picks], picks, owner, Fr, video.grid, {})
