@@ -145,7 +145,7 @@ class DivPrune(Reducer):
     :data:`GRAM_MAX_TOKENS` tokens the matrix is not stored: the nearest
     neighbours are found in row blocks (``(F*N)^2 * d``) and each step computes
     its row, O(F*N*d). At F = 32, N = 196, d = 3584 this takes seconds on one
-    CPU thread, 15-25x AOT (``benchmarks/methods_speed.py``).
+    CPU thread, 20-35x AOT (``benchmarks/methods_speed.py``).
     """
 
     name: ClassVar[str] = "divprune"
