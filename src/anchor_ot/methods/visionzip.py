@@ -149,17 +149,22 @@ class VisionZip(Reducer):
         flat = torch.arange(Fr * N, device=dev)
         merge_flat = to_merge.reshape(-1)
         assignment = row[torch.where(merge_flat, owner.reshape(-1), flat)]
-        # merged sums: tokens not merged go to a scratch row K that is dropped
-        dest = torch.where(merge_flat, assignment, torch.full_like(assignment, num_kept))
-        sums = torch.zeros((num_kept + 1, d), dtype=xf.dtype, device=dev)
+        # merged sums per contextual token (targets numbered 0..C-1 in raster order); tokens not
+        # merged go to a scratch row C that is dropped. Only the C contextual rows are touched.
+        tgt_flat = is_tgt.reshape(-1)
+        n_ctx = int(contextual.sum())
+        ctx_id = torch.cumsum(tgt_flat.long(), 0) - 1
+        dest = torch.where(merge_flat, ctx_id[owner.reshape(-1)], torch.full_like(flat, n_ctx))
+        sums = torch.zeros((n_ctx + 1, d), dtype=xf.dtype, device=dev)
         sums.index_add_(0, dest, xf.reshape(Fr * N, d))
-        count = torch.bincount(dest, minlength=num_kept + 1)[:num_kept].to(xf.dtype)[:, None]
+        sums, count = sums[:n_ctx], torch.bincount(dest, minlength=n_ctx + 1)[:n_ctx].to(xf.dtype)[:, None]
         src = torch.nonzero(keep_flat).squeeze(1)
-        out = xf.reshape(Fr * N, d)[src]
+        out = xf.reshape(Fr * N, d)[src]  # dominant tokens and targets, as they are
+        tgt_rows = row[tgt_flat]
         if self.merge == "author":
-            out = out + sums[:num_kept] / count.clamp(min=1.0)
+            out[tgt_rows] += sums / count.clamp(min=1.0)
         else:
-            out = (out + sums[:num_kept]) / (1.0 + count)
+            out[tgt_rows] = (out[tgt_rows] + sums) / (1.0 + count)
         info = {"scores": source, "dominant": int(dominant.sum()), "contextual": int(contextual.sum()),
                 "merge": self.merge}
         return assemble(out.to(x.dtype), src, assignment, Fr, video.grid, info)
