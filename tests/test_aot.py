@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from anchor_ot import methods
-from anchor_ot.methods.aot import AOT, allocate_anchors, paper_anchor_fraction, uniform_clips
+from anchor_ot.methods.aot import AOT, allocate_anchors, paper_anchor_fraction
+from anchor_ot.segment import uniform_segments as uniform_clips
 from anchor_ot.types import VideoTokens
 
 
@@ -285,6 +286,13 @@ def test_bad_inputs():
         VideoTokens(torch.randn(2, 196, 8), (13, 13))
     with pytest.raises(ValueError, match="NaN"):
         VideoTokens(torch.full((2, 4, 8), float("nan")), (2, 2))
+    for dtype in (torch.float16, torch.float32, torch.float64):
+        x = torch.ones(2, 4, 8, dtype=dtype)
+        x[1, 3, 7] = float("inf")
+        with pytest.raises(ValueError, match="inf"):
+            VideoTokens(x, (2, 2))
+    big = torch.full((2, 4, 8), 1e308, dtype=torch.float64)  # finite, but its sum overflows
+    assert VideoTokens(big, (2, 2)).num_frames == 2
     with pytest.raises(ValueError, match="shape"):
         VideoTokens(torch.randn(196, 8), (14, 14))
     with pytest.raises(TypeError, match="floating"):

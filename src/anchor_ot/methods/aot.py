@@ -67,9 +67,10 @@ from anchor_ot._validation import check_choice, check_int, check_number
 from anchor_ot.methods import register
 from anchor_ot.methods.base import Reducer, assemble, default_budget
 from anchor_ot.ot import sinkhorn
+from anchor_ot.segment import uniform_segments
 from anchor_ot.types import ReducedVideo, VideoTokens
 
-__all__ = ["AOT", "paper_anchor_fraction", "uniform_clips", "allocate_anchors"]
+__all__ = ["AOT", "paper_anchor_fraction", "allocate_anchors"]
 
 # AOT Sec. 7 (LLaVA-OV-7B, 32 frames): anchors of 729 per frame at each retention.
 _PAPER_SCHEDULE = ((0.0, 0.0), (0.10, 126 / 729), (0.15, 144 / 729), (0.20, 196 / 729), (0.25, 205 / 729), (1.0, 1.0))
@@ -90,11 +91,6 @@ def paper_anchor_fraction(retention: float) -> float:
         if retention <= r1:
             return f0 + (f1 - f0) * (retention - r0) / (r1 - r0)
     return 1.0
-
-
-def uniform_clips(num_frames: int, clip_length: int) -> list[tuple[int, int]]:
-    """Consecutive clips ``[start, end)`` of ``clip_length`` frames; the last may be shorter."""
-    return [(s, min(s + clip_length, num_frames)) for s in range(0, num_frames, clip_length)]
 
 
 def _even_split(total: int, parts: int) -> list[int]:
@@ -262,7 +258,7 @@ class AOT(Reducer):
     # -- budget -----------------------------------------------------------------
     def clips_for_shape(self, num_frames: int) -> list[tuple[int, int]]:
         """Clips used for a video of ``num_frames`` frames (uniform, ``clip_length``)."""
-        return uniform_clips(num_frames, self.clip_length if self.inter else 1)
+        return uniform_segments(num_frames, self.clip_length if self.inter else 1)
 
     def min_clips(self, num_frames: int) -> int:
         """Fewest tokens any input of this length can be reduced to (one per clip)."""
