@@ -144,8 +144,9 @@ class DivPrune(Reducer):
     exact algorithm), then ``K`` steps of two O(F*N) tensor ops. Above
     :data:`GRAM_MAX_TOKENS` tokens the matrix is not stored: the nearest
     neighbours are found in row blocks (``(F*N)^2 * d``) and each step computes
-    its row, O(F*N*d). At F = 32, N = 196, d = 3584 this takes seconds on one
-    CPU thread, 20-35x AOT (``benchmarks/methods_speed.py``).
+    its row, O(F*N*d). At F = 32, N = 196, d = 3584 this takes 3-4 s on one CPU
+    thread, where the other methods take tens to hundreds of ms
+    (``benchmarks/methods_speed.py``).
     """
 
     name: ClassVar[str] = "divprune"
