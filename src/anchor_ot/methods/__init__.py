@@ -74,6 +74,11 @@ def get(name: str, **params) -> Reducer:
 
 # Method modules register themselves on import.
 from anchor_ot.methods import aot  # noqa: E402,F401
+from anchor_ot.methods import pool  # noqa: E402,F401
+from anchor_ot.methods import random_keep  # noqa: E402,F401
+from anchor_ot.methods import visionzip  # noqa: E402,F401
+from anchor_ot.methods import divprune  # noqa: E402,F401
+from anchor_ot.methods import dycoke  # noqa: E402,F401
 from anchor_ot.methods import fastvid  # noqa: E402,F401
 from anchor_ot.methods import prunevid  # noqa: E402,F401
 from anchor_ot.methods import ottvid  # noqa: E402,F401

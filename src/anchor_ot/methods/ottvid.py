@@ -41,6 +41,7 @@ def coverage_select(sim: torch.Tensor, weights: torch.Tensor, k: int) -> torch.T
         Picked token indices per frame, in ascending order.
     """
     Fn, N, _ = sim.shape
+    sim, weights = sim.detach(), weights.detach()  # indices only; ``out=`` below rejects autograd inputs
     cover = torch.zeros(Fn, N, dtype=sim.dtype, device=sim.device)
     taken = torch.zeros(Fn, N, dtype=torch.bool, device=sim.device)
     picks = torch.empty(Fn, k, dtype=torch.long, device=sim.device)
