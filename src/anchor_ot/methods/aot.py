@@ -231,6 +231,11 @@ class AOT(Reducer):
         "ot-wo-intra-frame": {"intra": False},              # Table 5 "OT w/o Intra-frame"
         "ot-wo-inter-frame": {"inter": False},              # Table 5 "OT w/o Inter-frame"
         "random-anchors": {"anchors": "random"},            # Table 8 "w Random Anchors"
+        # our options (NOTES section 9), measured in docs/benchmarks.md
+        "ot-mass": {"aggregation": "ot-mass"},
+        "hard": {"aggregation": "hard"},
+        "cosine-ranking": {"inter_ranking": "cosine"},
+        "hard-cosine": {"aggregation": "hard", "inter_ranking": "cosine"},
     }
 
     def __post_init__(self) -> None:
