@@ -430,3 +430,48 @@ def test_scores_are_received_attention_of_the_chosen_layer():
         s = torch.nn.functional.interpolate(s, size=(3, 3), mode="bilinear").reshape(FRAMES, 9)
         got = getattr(prepared.encoded[0].video, f"{name}_scores")
         torch.testing.assert_close(got, s, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("build", [qwen25_model, qwen3_model])
+def test_qwen_scores_match_naive_per_window_oracle(build):
+    """Packed, window-permuted scores == a naive loop over the sequences the block attends within."""
+    from transformers.vision_utils import get_vision_window_index
+
+    model = build()
+    inputs = qwen_inputs(model, 1)
+    visual = model.model.visual
+    layer = 0  # Qwen2.5-VL: a windowed block (fullatt_block_indexes = [1, 3])
+    captured = {}
+
+    def grab(module, args, kwargs):
+        captured.update(x=args[0], cu=kwargs["cu_seqlens"], pe=kwargs["position_embeddings"])
+
+    h = visual.blocks[layer].attn.register_forward_pre_hook(grab, with_kwargs=True)
+    try:
+        prepared = prepare(model, inputs, KeepTopScores(retention=0.5), local_layer=layer, global_layer=-1)
+    finally:
+        h.remove()
+    attn = visual.blocks[layer].attn
+    import sys
+
+    rot = sys.modules[type(attn).__module__].apply_rotary_pos_emb_vision
+    x, cu = captured["x"], captured["cu"].tolist()
+    S = x.shape[0]
+    with torch.no_grad():
+        q, k, _ = attn.qkv(x).reshape(S, 3, attn.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
+        q, k = rot(q, k, *captured["pe"])
+        naive = torch.zeros(S)
+        for a, b in zip(cu[:-1], cu[1:]):  # one sequence (window or frame) at a time
+            for head in range(attn.num_heads):
+                p = torch.softmax(q[a:b, head] @ k[a:b, head].T * attn.scaling, dim=-1)
+                naive[a:b] += p.mean(0) / attn.num_heads
+    m = model.config.vision_config.spatial_merge_size
+    if hasattr(visual, "window_size"):
+        window_index, _ = get_vision_window_index(inputs["video_grid_thw"], m, visual.window_size, visual.patch_size)
+        order = torch.argsort(window_index)
+    else:
+        order = torch.arange(S // (m * m))
+    merged = naive.view(-1, m * m).mean(1)[order]
+    got = prepared.encoded[0].video.local_scores.reshape(-1)
+    torch.testing.assert_close(got, merged, atol=1e-6, rtol=1e-5)
+    assert len(cu) > 2  # several sequences (windows / temporal patches) were attended within

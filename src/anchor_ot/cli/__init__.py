@@ -2,6 +2,7 @@
 
 from anchor_ot.cli._app import app
 from anchor_ot.cli import methods_cmd  # noqa: F401  (registers `anchor-ot methods`)
+from anchor_ot.cli import ask_cmd  # noqa: F401  (registers `anchor-ot ask`)
 
 __all__ = ["app", "main"]
 
