@@ -413,10 +413,13 @@ def _adapter_for(model):
 
 
 def prepare(model, inputs, reducer: Reducer, *, scores: str = "attention",
-            local_layer: int | None = None, global_layer: int | None = None) -> Prepared | None:
+            local_layer: int | None = None, global_layer: int | None = None,
+            encoded: list[EncodedVideo] | None = None) -> Prepared | None:
     """Encode, score and reduce the videos of ``inputs``; build the reduced model inputs.
 
-    Parameters are those of :func:`generate`. Returns ``None`` when ``inputs`` hold no
+    Parameters are those of :func:`generate`, plus ``encoded``: the ``encoded`` list of
+    an earlier :class:`Prepared` for the same ``inputs``, to try several reducers
+    without running the vision encoder again. Returns ``None`` when ``inputs`` hold no
     video (nothing to reduce).
     """
     adapter = _adapter_for(model)
@@ -431,8 +434,10 @@ def prepare(model, inputs, reducer: Reducer, *, scores: str = "attention",
     mask = inputs.get("attention_mask")
     if mask is None:
         mask = torch.ones_like(ids)
-    with torch.no_grad():
-        encoded = adapter.encode(model, inputs, scores=scores, local_layer=local_layer, global_layer=global_layer)
+    if encoded is None:
+        with torch.no_grad():
+            encoded = adapter.encode(model, inputs, scores=scores, local_layer=local_layer,
+                                     global_layer=global_layer)
     reduced = [reducer(e.video) for e in encoded]
     flags = [placeholder_flags(e, r) for e, r in zip(encoded, reduced)]
     keep = keep_mask(ids, adapter.video_token_id(model), flags)
