@@ -1,1 +1,497 @@
-"""AOT placeholder: being written (see issue 2)."""
+r"""AOT: local-global anchors + intra- and inter-frame optimal transport.
+
+Li, Jiang, Zhang, Sebe, "Token Reduction via Local and Global Contexts
+Optimization for Efficient Video Large Language Models", arXiv 2603.01400
+(Sec. 3.2-3.3, Algorithms 1-2, Sec. 7).
+
+Pipeline, all frames batched:
+
+1. **Anchors per frame** (Sec. 3.2, eq. 6-8): local anchors = top-k of
+   ``local_scores`` inside each window of a ``windows`` grid, global anchors =
+   top-k of ``global_scores`` among the rest, half/half by default.
+2. **Intra-frame OT** (eq. 9-12, Algorithm 1): cost ``1 - cos(anchor, unselected)``,
+   uniform marginals, Sinkhorn plan, then each anchor absorbs its context
+   (eq. 11): :math:`\tilde x_j = (x_j + \lambda_{intra}\sum_i T_{ij} x_i)/(1 + \lambda_{intra} m_j)`.
+3. **Inter-frame OT** (eq. 13-16, Algorithm 2): frames are cut into clips; the
+   first frame's anchors are the clip anchors; each token of a later frame gets
+   :math:`q_i = \max_j p_{ij}` from the row-normalized plan to the clip anchors
+   (eq. 15); low-q (high-change) tokens are kept, the rest are merged into the
+   clip anchors with eq. 16.
+
+Deviations from the paper (each deliberate, each an option where it matters):
+
+- **Exact budget.** The paper keeps tokens with ``q < tau`` (a count that varies
+  per video). Here the ``K - (clip anchors)`` lowest-q tokens over the whole video
+  are kept, so the output has exactly ``num_kept`` tokens (vLLM-style processors
+  need the count before the encoder runs).
+- **q against the clip's first-frame anchors.** All later frames of all clips are
+  scored in ONE batched Sinkhorn against the clip anchors after the intra-frame
+  step (``A^(1)``), so the budget can be allotted over the whole video before
+  merging; eq. 16 is then applied frame by frame in clip order, as Algorithm 2.
+- **Anchors per frame** follow the paper's Sec. 7 schedule for LLaVA-OV (126 / 144
+  / 196 / 205 of 729 at 10 / 15 / 20 / 25 %), interpolated linearly in the
+  retention ratio through (0, 0) and (1, 1), unless ``anchor_fraction`` is set.
+  Where that count cannot meet the budget (too few anchors to reach K, or more
+  clip anchors than K), per-frame counts are adjusted as little as needed and
+  the change is reported in ``info["anchor_adjustment"]``.
+- **Sinkhorn stop rule** is the marginal error (see :mod:`anchor_ot.ot`).
+- **Options** (measured in ``docs/benchmarks.md``; NOTES section 9):
+  ``aggregation="ot"`` is eq. 11/16 as published; ``"ot-mass"`` scales the intra
+  plan so each unselected token carries one unit (row-normalized, as eq. 16 does
+  across frames); ``"hard"`` merges each token into the anchor of its plan argmax
+  with mass-weighted means; ``"cosine"`` spreads each token over anchors by
+  ``relu(cos)`` (the paper's "plain cosine-weighted merge" ablation); ``"none"`` is
+  pure selection. ``inter_ranking="cosine"`` ranks by max cosine to the clip
+  anchors instead of eq. 15's q.
+- **Without scores** (no ``global_scores``/``local_scores``), the attention-free
+  fallback score is distinctiveness, ``1 - cos(token, frame mean)``; the report
+  says so (``info["scores"]``).
+
+Mass and assignment are hard: each input token is assigned to the output token
+that takes the largest share of it (plan argmax; nearest anchor by cosine for
+``"none"``), even when its features were spread softly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as Fn
+
+from anchor_ot._validation import check_choice, check_int, check_number
+from anchor_ot.methods import register
+from anchor_ot.methods.base import Reducer, assemble, default_budget
+from anchor_ot.ot import sinkhorn
+from anchor_ot.types import ReducedVideo, VideoTokens
+
+__all__ = ["AOT", "paper_anchor_fraction", "uniform_clips", "allocate_anchors"]
+
+# AOT Sec. 7 (LLaVA-OV-7B, 32 frames): anchors of 729 per frame at each retention.
+_PAPER_SCHEDULE = ((0.0, 0.0), (0.10, 126 / 729), (0.15, 144 / 729), (0.20, 196 / 729), (0.25, 205 / 729), (1.0, 1.0))
+
+AGGREGATIONS = ("ot", "ot-mass", "hard", "cosine", "none")
+ANCHOR_MODES = ("local-global", "local", "global", "random")
+RANKINGS = ("plan", "cosine")
+
+
+def paper_anchor_fraction(retention: float) -> float:
+    """Anchors per frame as a fraction of N, from the paper's Sec. 7 schedule.
+
+    Piecewise-linear interpolation of (retention, anchors/729) through
+    (0, 0), (0.10, 126/729), (0.15, 144/729), (0.20, 196/729), (0.25, 205/729), (1, 1).
+    """
+    pts = _PAPER_SCHEDULE
+    for (r0, f0), (r1, f1) in zip(pts, pts[1:]):
+        if retention <= r1:
+            return f0 + (f1 - f0) * (retention - r0) / (r1 - r0)
+    return 1.0
+
+
+def uniform_clips(num_frames: int, clip_length: int) -> list[tuple[int, int]]:
+    """Consecutive clips ``[start, end)`` of ``clip_length`` frames; the last may be shorter."""
+    return [(s, min(s + clip_length, num_frames)) for s in range(0, num_frames, clip_length)]
+
+
+def _even_split(total: int, parts: int) -> list[int]:
+    base, extra = divmod(total, parts)
+    return [base + (i < extra) for i in range(parts)]
+
+
+def allocate_anchors(budget: int, clips: list[tuple[int, int]], tokens_per_frame: int,
+                     anchors: int, inter: bool = True) -> tuple[list[int], int, str]:
+    """Anchors per frame and the inter-frame keep count that meet ``budget`` exactly.
+
+    Parameters
+    ----------
+    budget : int
+        K, total output tokens, ``len(clips) <= K <= F * N``.
+    clips : list of (start, end)
+        Frame clips covering ``range(F)`` in order.
+    tokens_per_frame : int
+        N.
+    anchors : int
+        Wanted anchors per frame, M in [1, N].
+    inter : bool
+        Whether inter-frame merging runs. Without it every frame is output whole
+        (its anchors), so the anchors per frame split K evenly.
+
+    Returns
+    -------
+    per_frame : list[int]
+        Anchors of each frame (M_f).
+    keep_later : int
+        D, tokens of non-first clip frames kept as high-change tokens;
+        ``sum(M_f over first frames) + D == K``.
+    adjustment : str
+        "" when every frame got ``anchors``, else what changed and why.
+    """
+    F = clips[-1][1]
+    firsts = [s for s, _ in clips]
+    n = len(clips)
+    if not inter:
+        per_frame = _even_split(budget, F)
+        note = "" if all(m == anchors for m in per_frame) else (
+            f"inter-frame merging off: anchors per frame set to {min(per_frame)}-{max(per_frame)} to meet K={budget}")
+        return per_frame, 0, note
+    if n * anchors <= budget <= F * anchors:
+        return [anchors] * F, budget - n * anchors, ""
+    if budget > F * anchors:
+        per_frame = _even_split(budget, F)
+        keep = budget - sum(per_frame[s] for s in firsts)
+        return per_frame, keep, (f"{anchors} anchors per frame cannot reach K={budget}: raised to "
+                                 f"{min(per_frame)}-{max(per_frame)}, every later-frame anchor kept")
+    per_frame = [anchors] * F
+    for s, m in zip(firsts, _even_split(budget, n)):
+        per_frame[s] = m
+    return per_frame, 0, (f"{n} clips x {anchors} anchors exceed K={budget}: first-frame anchors lowered to "
+                          f"{min(per_frame[s] for s in firsts)}-{max(per_frame[s] for s in firsts)}, later frames fully merged")
+
+
+@register
+@dataclass(repr=False)
+class AOT(Reducer):
+    """AOT token reduction (arXiv 2603.01400): anchors + intra/inter-frame optimal transport.
+
+    Parameters
+    ----------
+    retention : float, default 0.1
+        Fraction of tokens kept, in (0, 1]. Output size is exactly
+        ``max(round(retention * F * N), number of clips)``.
+    anchor_fraction : float or None, default None
+        Anchors per frame as a fraction of N; None follows the paper's Sec. 7
+        schedule (:func:`paper_anchor_fraction`).
+    global_share : float, default 0.5
+        Share of anchors chosen globally (eq. 7); the rest are local (eq. 8).
+        The paper balances them: ``|x_g| = |x_l|``.
+    windows : tuple[int, int], default (3, 3)
+        Grid of local windows (rows, cols), capped at the token grid. The local
+        budget is split evenly over windows (extra ones to the first windows in
+        raster order); a window smaller than its share passes the rest to the
+        global selection.
+    anchors : {"local-global", "local", "global", "random"}, default "local-global"
+        Anchor selection (paper Tables 4 and 8 ablations).
+    seed : int, default 0
+        Seed for ``anchors="random"``.
+    intra : bool, default True
+        Run the intra-frame OT aggregation (eq. 9-12). Off: unselected tokens are dropped.
+    inter : bool, default True
+        Run inter-frame OT (eq. 13-16). Off: every frame's anchors are output.
+    clip_length : int, default 4
+        Frames per clip (uniform clips; the last may be shorter). The paper uses
+        4 for 32 frames.
+    aggregation : {"ot", "ot-mass", "hard", "cosine", "none"}, default "ot"
+        How unselected/stable tokens are merged (see module notes).
+    inter_ranking : {"plan", "cosine"}, default "plan"
+        Which tokens count as high-change: lowest eq.-15 q, or lowest max cosine
+        to the clip anchors.
+    eps : float, default 0.1
+        Sinkhorn entropic regularization (Sec. 7: 0.1).
+    max_iter : int, default 100
+        Sinkhorn iteration cap (Sec. 7: 100).
+    tol : float, default 1e-3
+        Sinkhorn relative marginal L1 tolerance.
+    lambda_intra : float, default 1.0
+        Weight of the context in eq. 11 (Sec. 7: 1.0).
+    lambda_inter : float, default 1.0
+        Weight of merged tokens in eq. 16 (Sec. 7: 1.0).
+
+    Raises
+    ------
+    TypeError, ValueError
+        On parameters of the wrong type or out of range.
+    """
+
+    anchor_fraction: float | None = None
+    global_share: float = 0.5
+    windows: tuple[int, int] = (3, 3)
+    anchors: str = "local-global"
+    seed: int = 0
+    intra: bool = True
+    inter: bool = True
+    clip_length: int = 4
+    aggregation: str = "ot"
+    inter_ranking: str = "plan"
+    eps: float = 0.1
+    max_iter: int = 100
+    tol: float = 1e-3
+    lambda_intra: float = 1.0
+    lambda_inter: float = 1.0
+
+    name = "aot"
+    description = "AOT: local-global anchors, intra-frame OT aggregation, inter-frame OT clip merging"
+    paper = "arXiv:2603.01400"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.anchor_fraction is not None:
+            self.anchor_fraction = check_number("anchor_fraction", self.anchor_fraction, low=0.0, high=1.0, low_open=True)
+        self.global_share = check_number("global_share", self.global_share, low=0.0, high=1.0)
+        if (not isinstance(self.windows, (tuple, list)) or len(self.windows) != 2):
+            raise TypeError(f"windows must be a pair of ints (rows, cols), got {self.windows!r}")
+        self.windows = (check_int("windows[0]", self.windows[0], low=1), check_int("windows[1]", self.windows[1], low=1))
+        self.anchors = check_choice("anchors", self.anchors, ANCHOR_MODES)
+        self.seed = check_int("seed", self.seed)
+        for flag in ("intra", "inter"):
+            if not isinstance(getattr(self, flag), bool):
+                raise TypeError(f"{flag} must be True or False, got {getattr(self, flag)!r}")
+        self.clip_length = check_int("clip_length", self.clip_length, low=1)
+        self.aggregation = check_choice("aggregation", self.aggregation, AGGREGATIONS)
+        self.inter_ranking = check_choice("inter_ranking", self.inter_ranking, RANKINGS)
+        self.eps = check_number("eps", self.eps, low=0.0, low_open=True)
+        self.max_iter = check_int("max_iter", self.max_iter, low=1)
+        self.tol = check_number("tol", self.tol, low=0.0, low_open=True)
+        self.lambda_intra = check_number("lambda_intra", self.lambda_intra, low=0.0)
+        self.lambda_inter = check_number("lambda_inter", self.lambda_inter, low=0.0)
+
+    # -- budget -----------------------------------------------------------------
+    def clips_for_shape(self, num_frames: int) -> list[tuple[int, int]]:
+        """Clips used for a video of ``num_frames`` frames (uniform, ``clip_length``)."""
+        return uniform_clips(num_frames, self.clip_length if self.inter else 1)
+
+    def min_clips(self, num_frames: int) -> int:
+        """Fewest tokens any input of this length can be reduced to (one per clip)."""
+        return len(self.clips_for_shape(num_frames))
+
+    def num_kept(self, num_frames: int, grid: tuple[int, int]) -> int:
+        """``max(round(retention * F * N), clips)``: at least one token per clip."""
+        self._check_shape(num_frames, grid)
+        return default_budget(self.retention, num_frames, grid, minimum=self.min_clips(num_frames))
+
+    def anchors_per_frame(self, tokens_per_frame: int) -> int:
+        """Wanted anchors per frame M (before budget adjustment), in [1, N]."""
+        frac = self.anchor_fraction if self.anchor_fraction is not None else paper_anchor_fraction(self.retention)
+        return min(tokens_per_frame, max(1, round(frac * tokens_per_frame)))
+
+    def clips_for(self, video: VideoTokens) -> list[tuple[int, int]]:
+        """Clips for this video; subclasses (e.g. dynamic segmentation) override."""
+        return self.clips_for_shape(video.num_frames)
+
+    # -- reduction --------------------------------------------------------------
+    def reduce(self, video: VideoTokens, num_kept: int) -> ReducedVideo:
+        X_in = video.tokens
+        F, N, d = X_in.shape
+        work = torch.float64 if X_in.dtype == torch.float64 else torch.float32
+        X = X_in.to(work)  # no copy for fp32 input
+        dev = X.device
+        clips = self.clips_for(video)
+        per_frame, keep_later, note = allocate_anchors(
+            num_kept, clips, N, self.anchors_per_frame(N), inter=self.inter)
+        M_f = torch.tensor(per_frame, device=dev)
+        info: dict = {"clips": len(clips), "anchors_per_frame": (min(per_frame), max(per_frame)),
+                      "high_change_kept": keep_later}
+        if note:
+            info["anchor_adjustment"] = note
+
+        # 1. anchors ------------------------------------------------------------
+        is_anchor, score_note = self._select_anchors(video, M_f, work)
+        info["scores"] = score_note
+        Mmax = int(max(per_frame))
+        ar = torch.arange(N, device=dev)
+        order = torch.argsort((~is_anchor).long() * N + ar, dim=1)  # anchors first, raster order
+        anchor_idx = order[:, :Mmax]  # (F, Mmax)
+        valid_a = torch.arange(Mmax, device=dev)[None] < M_f[:, None]
+
+        # similarities anchors x all tokens: one bmm (the compute floor)
+        norms = X.norm(dim=-1).clamp_min(1e-12)  # (F, N)
+        Xa = torch.gather(X, 1, anchor_idx[..., None].expand(F, Mmax, d))  # (F, Mmax, d)
+        cos = torch.bmm(Xa, X.transpose(1, 2)) / (norms.gather(1, anchor_idx)[..., None] * norms[:, None, :])
+        # slot of every input token in its frame's anchor list: anchors own theirs
+        slot = torch.full((F, N), -1, dtype=torch.long, device=dev)
+        slot.scatter_(1, anchor_idx, torch.arange(Mmax, device=dev).expand(F, Mmax).masked_fill(~valid_a, -1))
+        # anchors padded beyond M_f share index order[:, j] with a real unselected token; restore
+        slot = torch.where(is_anchor, slot, torch.full_like(slot, -1))
+
+        # 2. intra-frame OT (eq. 9-12) -------------------------------------------
+        cos_u = cos.masked_fill(~valid_a[..., None], -2.0).masked_fill(is_anchor[:, None, :], -2.0)
+        nearest = cos_u.argmax(1)  # (F, N) nearest valid anchor of each token
+        A = Xa.clone()
+        A_mass = valid_a.to(work)  # running mass of each anchor (input tokens it stands for)
+        if self.intra and Mmax < N and bool((~is_anchor).any()):
+            A, A_mass, assign_u, it_info = self._intra(X, Xa, cos, is_anchor, valid_a, M_f, nearest, work)
+            info.update(it_info)
+        else:
+            assign_u = nearest
+            A_mass = A_mass + torch.zeros_like(A_mass).scatter_add_(
+                1, nearest, (~is_anchor).to(work))
+        slot = torch.where(is_anchor, slot, assign_u)
+
+        # 3. inter-frame OT (eq. 13-16) ------------------------------------------
+        out_of_slot, keep_slot, A = self._inter(A, A_mass, valid_a, clips, keep_later, info, work)
+
+        # 4. output ----------------------------------------------------------------
+        flat_slot = (torch.arange(F, device=dev)[:, None] * Mmax + slot).reshape(-1)
+        src_all = (torch.arange(F, device=dev)[:, None] * N + anchor_idx).reshape(-1)
+        keep_flat = keep_slot.reshape(-1)
+        out_rows = torch.nonzero(keep_flat).squeeze(1)
+        row_of_slot = torch.full((F * Mmax,), -1, dtype=torch.long, device=dev)
+        row_of_slot[out_rows] = torch.arange(out_rows.numel(), device=dev)
+        assignment = row_of_slot[out_of_slot.reshape(-1)][flat_slot]
+        tokens = A.reshape(F * Mmax, d)[out_rows].to(X_in.dtype)
+        return assemble(tokens, src_all[out_rows], assignment, F, video.grid, info)
+
+    # -- stages -------------------------------------------------------------------
+    def _scores(self, video: VideoTokens, work) -> tuple[torch.Tensor, torch.Tensor, str]:
+        if video.global_scores is not None or video.local_scores is not None:
+            g = video.global_scores if video.global_scores is not None else video.local_scores
+            loc = video.local_scores if video.local_scores is not None else video.global_scores
+            note = "given" if (video.global_scores is not None and video.local_scores is not None) else (
+                "one score given, used for both local and global anchors")
+            return g.to(work), loc.to(work), note
+        X = video.tokens.to(work)
+        mean = X.mean(1, keepdim=True)
+        dist = 1.0 - Fn.cosine_similarity(X, mean, dim=-1)
+        return dist, dist, "fallback: no attention scores given; distinctiveness 1 - cos(token, frame mean)"
+
+    def _select_anchors(self, video: VideoTokens, M_f: torch.Tensor, work) -> tuple[torch.Tensor, str]:
+        """Boolean (F, N) anchor mask with exactly M_f[f] anchors in frame f (eq. 7-8)."""
+        F, N = video.tokens.shape[:2]
+        h, w = video.grid
+        dev = video.tokens.device
+        if self.anchors == "random":
+            gen = torch.Generator().manual_seed(self.seed)
+            g_score = torch.rand(F, N, generator=gen).to(dev)
+            l_score, note = g_score, f"random anchors (seed {self.seed})"
+            n_local = torch.zeros_like(M_f)
+        else:
+            g_score, l_score, note = self._scores(video, work)
+            share = {"local-global": self.global_share, "local": 0.0, "global": 1.0}[self.anchors]
+            n_local = M_f - torch.round(M_f.to(torch.float64) * share).long()
+        is_local = torch.zeros(F, N, dtype=torch.bool, device=dev)
+        if bool((n_local > 0).any()):
+            wh, ww = min(self.windows[0], h), min(self.windows[1], w)
+            rows = torch.arange(h, device=dev) * wh // h
+            cols = torch.arange(w, device=dev) * ww // w
+            win = (rows[:, None] * ww + cols[None, :]).reshape(N)  # window id of each token
+            W = wh * ww
+            size = torch.bincount(win, minlength=W)
+            # rank of each token inside its window by local score (stable: ties -> raster order)
+            by_score = torch.argsort(-l_score, dim=1, stable=True)
+            by_window = torch.argsort(win[by_score], dim=1, stable=True)
+            perm = by_score.gather(1, by_window)
+            start = torch.cumsum(size, 0) - size
+            rank = torch.empty_like(perm)
+            rank.scatter_(1, perm, torch.arange(N, device=dev).expand(F, N) - start[win[perm]])
+            quota = n_local[:, None] // W + (torch.arange(W, device=dev)[None] < (n_local % W)[:, None]).long()
+            quota = torch.minimum(quota, size[None])
+            is_local = rank < quota.gather(1, win.expand(F, N))
+        n_global = M_f - is_local.sum(1)
+        g = g_score.masked_fill(is_local, float("-inf"))
+        by_g = torch.argsort(-g, dim=1, stable=True)
+        g_rank = torch.empty_like(by_g)
+        g_rank.scatter_(1, by_g, torch.arange(N, device=dev).expand(F, N))
+        return is_local | (g_rank < n_global[:, None]), note
+
+    def _intra(self, X, Xa, cos, is_anchor, valid_a, M_f, nearest, work):
+        F, N, d = X.shape
+        U_f = N - M_f
+        cost = 1.0 - cos  # (F, Mmax, N); anchor columns get zero marginal
+        a = valid_a.to(work) / M_f[:, None].to(work)
+        b = (~is_anchor).to(work) / U_f.clamp_min(1)[:, None].to(work)
+        empty = U_f == 0
+        if bool(empty.any()):  # frames kept whole: give them a dummy target, zeroed below
+            b = torch.where(empty[:, None], torch.full_like(b, 1.0 / N), b)
+        agg = self.aggregation
+        info = {}
+        if agg in ("ot", "ot-mass", "hard"):
+            res = sinkhorn(cost, a, b, eps=self.eps, max_iter=self.max_iter, tol=self.tol)
+            T = res.plan * (~empty)[:, None, None] * (~is_anchor)[:, None, :]
+            info.update(intra_sinkhorn_iters=res.n_iter, intra_marginal_error=float(res.marginal_error.max()),
+                        intra_method=res.method)
+            assign = T.argmax(1)  # anchor that receives most of each token
+        else:
+            T = None
+            assign = nearest
+        unit = (~is_anchor).to(work)  # one unit of mass per unselected token
+        hard = torch.zeros_like(cos).scatter_(1, assign[:, None, :], unit[:, None, :])  # (F, Mmax, N)
+        mass = valid_a.to(work) + hard.sum(-1)
+        if agg == "none":
+            return Xa, mass, assign, info
+        if agg == "ot":
+            P, lam = T, self.lambda_intra  # eq. 11 as published
+        elif agg == "ot-mass":
+            P, lam = T * U_f.to(work)[:, None, None], self.lambda_intra
+        elif agg == "hard":
+            P, lam = hard, self.lambda_intra
+        else:  # cosine-weighted: each token spreads one unit by relu(cos)
+            wgt = cos.clamp_min(0).masked_fill(~valid_a[..., None], 0) * unit[:, None, :]
+            P, lam = wgt / wgt.sum(1, keepdim=True).clamp_min(1e-12), self.lambda_intra
+        m = P.sum(-1, keepdim=True)  # eq. 10
+        A = torch.baddbmm(Xa, P, X, alpha=lam).div_(1.0 + lam * m)  # eq. 11
+        return A, mass, assign, info
+
+    def _inter(self, A, A_mass, valid_a, clips, keep_later, info, work):
+        """Clip merging (eq. 13-16). Returns (slot -> owning slot, kept-slot mask, anchors)."""
+        F, Mmax, d = A.shape
+        dev = A.device
+        own = torch.arange(F * Mmax, device=dev).reshape(F, Mmax)
+        first_of = torch.empty(F, dtype=torch.long, device=dev)
+        pos_in_clip = torch.empty(F, dtype=torch.long, device=dev)
+        for s, e in clips:  # loop over clips (a handful), not tokens
+            first_of[s:e] = s
+            pos_in_clip[s:e] = torch.arange(e - s, device=dev)
+        later = torch.nonzero(pos_in_clip > 0).squeeze(1)
+        keep = valid_a & (pos_in_clip == 0)[:, None]
+        n_cand = int(valid_a[later].sum()) if later.numel() else 0
+        if later.numel() == 0 or keep_later >= n_cand:
+            return own, valid_a.clone(), A
+        S = A[later]  # (L, Mmax, d) tokens of later frames after the intra step
+        va_s, va_a = valid_a[later], valid_a[first_of[later]]
+        norm = A.norm(dim=-1).clamp_min(1e-12)  # (F, Mmax)
+        # cosine to the clip anchors A^(1): one bmm against the first frames' anchors
+        cos = torch.bmm(S, A[first_of[later]].transpose(1, 2))  # (L, Ms, Ma)
+        cos = cos.div_(norm[later][..., None] * norm[first_of[later]][:, None, :])
+        cos = cos.masked_fill(~va_a[:, None, :], -2.0)
+        if self.inter_ranking == "plan" or self.aggregation in ("ot", "ot-mass", "hard"):
+            a = va_s.to(work) / va_s.sum(1, keepdim=True).to(work)
+            b = va_a.to(work) / va_a.sum(1, keepdim=True).to(work)
+            res = sinkhorn(1.0 - cos, a, b, eps=self.eps, max_iter=self.max_iter, tol=self.tol)
+            p = res.plan / res.plan.sum(-1, keepdim=True).clamp_min(1e-30)  # eq. 15 row-normalized
+            info.update(inter_sinkhorn_iters=res.n_iter, inter_marginal_error=float(res.marginal_error.max()))
+        else:
+            p = None
+        change = p.amax(-1) if self.inter_ranking == "plan" else cos.amax(-1)  # q_i (eq. 15) or max cos
+        change = change.masked_fill(~va_s, float("inf"))
+        # keep the keep_later lowest over the whole video (stable: ties -> earlier frame, raster)
+        flat = torch.argsort(change.reshape(-1), stable=True)[:keep_later]
+        kept_later = torch.zeros(later.numel() * Mmax, dtype=torch.bool, device=dev)
+        kept_later[flat] = True
+        kept_later = kept_later.reshape(later.numel(), Mmax)
+        keep[later] = kept_later
+        stable = va_s & ~kept_later  # tokens merged into the clip anchors
+        # anchor each stable token joins: plan argmax, or nearest by cosine for cosine/none merging
+        target = (cos if p is None or self.aggregation in ("cosine", "none") else p).argmax(-1)
+        owner = own.clone()
+        owner[later] = torch.where(stable, own[first_of[later]].gather(1, target), own[later])
+
+        agg = self.aggregation
+        if agg != "none":
+            s_mass = A_mass[later]
+            if agg in ("ot", "ot-mass"):
+                Wt, base = p, None  # eq. 16
+            elif agg == "hard":
+                Wt = torch.zeros_like(cos).scatter_(2, target[..., None], 1.0) * s_mass[..., None]
+                base = A_mass
+            else:
+                Wt = cos.clamp_min(0)
+                Wt, base = Wt / Wt.sum(-1, keepdim=True).clamp_min(1e-12), None
+            Wt = Wt * stable[..., None].to(work)
+            lam = self.lambda_inter
+            A = A.clone()
+            weight = base.clone() if base is not None else torch.ones(F, Mmax, dtype=work, device=dev)
+            pos_later = pos_in_clip[later]
+            for ell in range(1, int(pos_in_clip.max()) + 1):  # frames in clip order (Algorithm 2)
+                sel = torch.nonzero(pos_later == ell).squeeze(1)
+                if sel.numel() == 0:
+                    continue
+                firsts = first_of[later[sel]]
+                w_sel = Wt[sel]  # (c, Ms, Ma)
+                contrib = torch.bmm(w_sel.transpose(1, 2), S[sel])  # (c, Ma, d)
+                wsum = w_sel.sum(1)  # (c, Ma)
+                wa = weight[firsts]
+                A[firsts] = (A[firsts].mul_(wa[..., None]).add_(contrib, alpha=lam)
+                             .div_((wa + lam * wsum)[..., None]))
+                if base is not None:
+                    weight[firsts] = wa + lam * wsum
+        return owner, keep, A

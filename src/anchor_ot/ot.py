@@ -1,0 +1,265 @@
+r"""Batched entropic optimal transport (Sinkhorn-Knopp), the solver behind every OT method here.
+
+All problems of a batch (e.g. one per frame) are solved together: no Python loop
+over problems, one host sync per iteration for the stopping test.
+
+The problem (Cuturi 2013, NeurIPS; AOT arXiv 2603.01400 eq. 4-5 and 23-24) is
+
+.. math::
+
+    T^\star = \arg\min_{T \ge 0,\; T\mathbf 1 = a,\; T^\top \mathbf 1 = b}
+              \langle T, C\rangle - \varepsilon H(T),
+    \qquad H(T) = -\sum_{ij} T_{ij} (\log T_{ij} - 1),
+
+solved by alternating scalings :math:`u = a / (K v)`, :math:`v = b / (K^\top u)`
+with :math:`K = \exp(-C/\varepsilon)` and :math:`T = \mathrm{diag}(u) K \mathrm{diag}(v)`.
+
+Numerics (measured, see ``docs/benchmarks.md``): the scaling form is run on a cost
+shifted by its row and column minima (the plan is unchanged), which keeps every
+row and column of ``K`` holding an entry of 1; when the shifted cost range over
+``eps`` exceeds ``_SCALING_MAX_EXPONENT`` the solver switches to the log domain
+(``logsumexp`` updates), which is exact for any ``eps``. Half-precision input is
+computed in float32. The stopping rule is the marginal L1 error relative to the
+total mass, not the change of the scaling vector (the paper's Algorithm 1 line 9
+stops on ``|v_t - v_{t-1}|``, which is scale-dependent and stops after ~2
+iterations with uniform marginals: a deliberate deviation).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import torch
+
+from anchor_ot._validation import check_choice, check_int, check_number
+
+__all__ = ["SinkhornResult", "SinkhornNotConverged", "sinkhorn", "cosine_cost"]
+
+# exp(-50) ~ 2e-22: comfortably inside float32's normal range (1e-38), so the
+# scaling vectors cannot overflow before the marginals converge.
+_SCALING_MAX_EXPONENT = 50.0
+
+
+class SinkhornNotConverged(RuntimeWarning):
+    """Warned when some problems of a batch miss ``tol`` within ``max_iter`` iterations."""
+
+
+@dataclass(frozen=True)
+class SinkhornResult:
+    """Output of :func:`sinkhorn`.
+
+    Attributes
+    ----------
+    plan : torch.Tensor, shape (B, m, n), float32 (float64 for float64 input)
+        Transport plans; row sums approach ``a``, column sums equal ``b``.
+    n_iter : int
+        Scaling iterations run (one iteration = one ``u`` and one ``v`` update).
+    converged : torch.BoolTensor, shape (B,)
+        Whether each problem's relative marginal error is below ``tol``.
+    marginal_error : torch.Tensor, shape (B,)
+        ``(||T 1 - a||_1 + ||T^T 1 - b||_1) / sum(a)`` of the returned plan.
+    transport_cost : torch.Tensor, shape (B,)
+        ``<T, C>``, the transport part of the objective (no entropy term).
+    method : str
+        ``"scaling"`` or ``"log"``: which form ran.
+    """
+
+    plan: torch.Tensor
+    n_iter: int
+    converged: torch.Tensor
+    marginal_error: torch.Tensor
+    transport_cost: torch.Tensor
+    method: str
+
+
+def _marginal(name: str, x: torch.Tensor | None, B: int, size: int, like: torch.Tensor) -> torch.Tensor:
+    if x is None:
+        return torch.full((B, size), 1.0 / size, dtype=like.dtype, device=like.device)
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape ({B}, {size}) or None")
+    if x.dim() == 1 and x.shape[0] == size:
+        x = x.expand(B, size)
+    if tuple(x.shape) != (B, size):
+        raise ValueError(f"{name} must have shape (B, {'m' if name == 'a' else 'n'}) = ({B}, {size}), got {tuple(x.shape)}")
+    x = x.to(device=like.device, dtype=like.dtype)
+    if not torch.isfinite(x).all() or bool((x < 0).any()):
+        raise ValueError(f"marginal {name} must be finite and non-negative")
+    if bool((x.sum(-1) <= 0).any()):
+        raise ValueError(f"every problem needs positive total mass in {name}; drop empty problems from the batch")
+    return x
+
+
+def sinkhorn(
+    cost: torch.Tensor,
+    a: torch.Tensor | None = None,
+    b: torch.Tensor | None = None,
+    eps: float = 0.1,
+    max_iter: int = 100,
+    tol: float = 1e-3,
+    method: str = "auto",
+    warn: bool = True,
+) -> SinkhornResult:
+    r"""Solve a batch of entropic OT problems with Sinkhorn-Knopp.
+
+    Parameters
+    ----------
+    cost : torch.Tensor, shape (B, m, n), floating
+        Cost matrices, finite. fp16/bf16 are computed in float32.
+    a : torch.Tensor, shape (B, m) or (m,), optional
+        Source marginals (rows), non-negative; zeros mark padding rows, which get
+        an all-zero plan row. Default: uniform ``1/m``.
+    b : torch.Tensor, shape (B, n) or (n,), optional
+        Target marginals (columns); same rules. ``a`` and ``b`` must have equal
+        totals per problem. Default: uniform ``1/n``.
+    eps : float, default 0.1
+        Entropic regularization :math:`\varepsilon > 0`, in cost units (the AOT
+        paper's :math:`\lambda`, Sec. 7: 0.1).
+    max_iter : int, default 100
+        Iteration cap (AOT Sec. 7: 100).
+    tol : float, default 1e-3
+        Stop when every problem's marginal L1 error, relative to its total
+        mass, is below ``tol``.
+    method : {"auto", "scaling", "log"}, default "auto"
+        ``"auto"`` runs the scaling form when the min-shifted cost range over
+        ``eps`` is at most 50 in every problem, else the log domain.
+    warn : bool, default True
+        Warn :class:`SinkhornNotConverged` when some problem misses ``tol``.
+
+    Returns
+    -------
+    SinkhornResult
+        Plans, iterations, convergence flags and marginal errors.
+
+    Raises
+    ------
+    TypeError
+        If ``cost`` is not a floating tensor.
+    ValueError
+        If shapes disagree, values are NaN/inf or negative marginals, totals of
+        ``a`` and ``b`` differ, or ``eps``/``max_iter``/``tol`` are out of range.
+
+    Examples
+    --------
+    >>> import torch
+    >>> res = sinkhorn(torch.rand(32, 20, 150), eps=0.1)
+    >>> res.plan.shape
+    torch.Size([32, 20, 150])
+    >>> bool(res.converged.all())
+    True
+    """
+    if not isinstance(cost, torch.Tensor) or not cost.is_floating_point():
+        raise TypeError("cost must be a floating torch.Tensor of shape (B, m, n)")
+    if cost.dim() != 3:
+        raise ValueError(f"cost must have shape (B, m, n), got {tuple(cost.shape)}; add a batch axis with cost[None]")
+    B, m, n = cost.shape
+    if B == 0 or m == 0 or n == 0:
+        raise ValueError(f"cost must be non-empty, got shape {tuple(cost.shape)}")
+    eps = check_number("eps", eps, low=0.0, low_open=True)
+    max_iter = check_int("max_iter", max_iter, low=1)
+    tol = check_number("tol", tol, low=0.0, low_open=True)
+    method = check_choice("method", method, ("auto", "scaling", "log"))
+    work = torch.float64 if cost.dtype == torch.float64 else torch.float32
+    C = cost.to(work)
+    if not torch.isfinite(C).all():
+        raise ValueError("cost contains NaN or inf; check the features the cost was built from")
+    a = _marginal("a", a, B, m, C)
+    b = _marginal("b", b, B, n, C)
+    total = a.sum(-1)
+    if not torch.allclose(total, b.sum(-1), rtol=1e-5, atol=0.0):
+        raise ValueError("marginals a and b must have the same total mass in every problem")
+
+    # Shift by row then column minima over the active entries (plan unchanged).
+    active = (a > 0)[:, :, None] & (b > 0)[:, None, :]
+    inf = torch.tensor(float("inf"), dtype=work, device=C.device)
+    row_min = torch.where(active, C, inf).amin(-1, keepdim=True)
+    row_min = torch.where(torch.isfinite(row_min), row_min, torch.zeros_like(row_min))
+    Cs = C - row_min
+    col_min = torch.where(active, Cs, inf).amin(-2, keepdim=True)
+    col_min = torch.where(torch.isfinite(col_min), col_min, torch.zeros_like(col_min))
+    Cs = Cs - col_min
+    spread = torch.where(active, Cs, torch.zeros_like(Cs)).amax(dim=(-2, -1))
+    if method == "auto":
+        method = "scaling" if float(spread.max()) / eps <= _SCALING_MAX_EXPONENT else "log"
+
+    if method == "scaling":
+        plan, n_iter = _scaling(Cs, a, b, active, eps, max_iter, tol, total)
+    else:
+        plan, n_iter = _log_domain(Cs, a, b, active, eps, max_iter, tol, total)
+
+    err = ((plan.sum(-1) - a).abs().sum(-1) + (plan.sum(-2) - b).abs().sum(-1)) / total
+    converged = err < tol
+    if warn and not bool(converged.all()):
+        warnings.warn(
+            f"Sinkhorn stopped after {n_iter} iterations with relative marginal error up to "
+            f"{float(err.max()):.2e} > tol={tol:g} in {int((~converged).sum())}/{B} problems; "
+            "raise max_iter or eps",
+            SinkhornNotConverged,
+            stacklevel=2,
+        )
+    return SinkhornResult(
+        plan=plan,
+        n_iter=n_iter,
+        converged=converged,
+        marginal_error=err,
+        transport_cost=(plan * C).sum(dim=(-2, -1)),
+        method=method,
+    )
+
+
+def _scaling(Cs, a, b, active, eps, max_iter, tol, total):
+    K = torch.exp(-Cs / eps) * active
+    v = (b > 0).to(Cs.dtype)
+    u = torch.zeros_like(a)
+    n_iter = 0
+    for n_iter in range(1, max_iter + 1):
+        Kv = torch.bmm(K, v.unsqueeze(-1)).squeeze(-1)
+        if n_iter > 1:
+            # after the previous v-update columns are exact: the error sits in the rows
+            err = (u * Kv - a).abs().sum(-1) / total
+            if bool((err < tol).all()):
+                n_iter -= 1
+                break
+        u = torch.where(a > 0, a / Kv.clamp_min(torch.finfo(Kv.dtype).tiny), torch.zeros_like(a))
+        KTu = torch.bmm(u.unsqueeze(1), K).squeeze(1)
+        v = torch.where(b > 0, b / KTu.clamp_min(torch.finfo(KTu.dtype).tiny), torch.zeros_like(b))
+    return u.unsqueeze(-1) * K * v.unsqueeze(-2), max(n_iter, 1)
+
+
+def _log_domain(Cs, a, b, active, eps, max_iter, tol, total):
+    neg = torch.tensor(float("-inf"), dtype=Cs.dtype, device=Cs.device)
+    logK = torch.where(active, -Cs / eps, neg)
+    log_a = torch.where(a > 0, a.log(), neg)
+    log_b = torch.where(b > 0, b.log(), neg)
+    alpha = torch.zeros_like(a)
+    beta = torch.where(b > 0, torch.zeros_like(b), neg)
+    n_iter = 0
+    for n_iter in range(1, max_iter + 1):
+        lse_rows = torch.logsumexp(logK + beta.unsqueeze(-2), dim=-1)
+        if n_iter > 1:
+            err = torch.where(a > 0, (alpha + lse_rows).exp() - a, torch.zeros_like(a)).abs().sum(-1) / total
+            if bool((err < tol).all()):
+                n_iter -= 1
+                break
+        alpha = torch.where(a > 0, log_a - lse_rows, neg)
+        lse_cols = torch.logsumexp(logK + alpha.unsqueeze(-1), dim=-2)
+        beta = torch.where(b > 0, log_b - lse_cols, neg)
+    return (logK + alpha.unsqueeze(-1) + beta.unsqueeze(-2)).exp(), max(n_iter, 1)
+
+
+def cosine_cost(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    r"""Cosine cost :math:`C_{ij} = 1 - \cos(x_i, y_j)`, batched (AOT eq. 9).
+
+    Parameters
+    ----------
+    x : torch.Tensor, shape (B, m, d)
+    y : torch.Tensor, shape (B, n, d)
+
+    Returns
+    -------
+    torch.Tensor, shape (B, m, n), in [0, 2]
+        Zero vectors have cosine 0 with everything (cost 1), never NaN.
+    """
+    xn = torch.nn.functional.normalize(x, dim=-1)
+    yn = torch.nn.functional.normalize(y, dim=-1)
+    return 1.0 - torch.bmm(xn, yn.transpose(1, 2))
