@@ -33,6 +33,7 @@ from transformers import (  # noqa: E402
 )
 
 import anchor_ot  # noqa: E402
+from anchor_ot import methods  # noqa: E402
 from anchor_ot.adapters import prepare  # noqa: E402
 from anchor_ot.adapters.base import compact_rows, reduce_side_features  # noqa: E402
 from anchor_ot.methods.base import Reducer, assemble  # noqa: E402
@@ -92,7 +93,7 @@ def fan_in_init(model: nn.Module, seed: int) -> nn.Module:
 
 
 TEXT = dict(vocab_size=V, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=2, max_position_embeddings=4096, pad_token_id=PAD, eos_token_id=EOS,
+            num_key_value_heads=2, max_position_embeddings=4096, pad_token_id=PAD, eos_token_id=EOS, bos_token_id=None,
             tie_word_embeddings=False)
 
 
@@ -232,22 +233,27 @@ GEN = dict(max_new_tokens=6, do_sample=False)
 # -- tests ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("batch", [1, 2])
-def test_full_retention_matches_plain_generate(family, batch):
+def make(method: str, retention: float) -> Reducer:
+    return KeepTopScores(retention=retention) if method == "top" else methods.get(method, retention=retention)
+
+
+@pytest.mark.parametrize("method,batch", [("top", 1), ("top", 2), ("aot", 2)])
+def test_full_retention_matches_plain_generate(family, method, batch):
     name, model, make_inputs = family
     inputs = make_inputs(model, batch)
     plain = model.generate(**inputs, **GEN)
-    ours = anchor_ot.generate(model, inputs, KeepTopScores(retention=1.0), **GEN)
+    ours = anchor_ot.generate(model, inputs, make(method, 1.0), **GEN)
     assert ours.shape == plain.shape
     assert torch.equal(ours, plain)
     # not a degenerate model: greedy output is not one repeated token
     assert len(set(plain[0, inputs["input_ids"].shape[1]:].tolist())) > 1
 
 
-def test_reduced_prefill_length_positions_and_output(family):
+@pytest.mark.parametrize("method", ["top", "aot"])
+def test_reduced_prefill_length_positions_and_output(family, method):
     name, model, make_inputs = family
     inputs = make_inputs(model, 2)
-    reducer = KeepTopScores(retention=0.25)
+    reducer = make(method, 0.25)
     seen = []
     lm = model.model.language_model
     handle = lm.register_forward_pre_hook(lambda m, a, kw: seen.append(kw["inputs_embeds"].shape[1]),

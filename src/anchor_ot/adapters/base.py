@@ -18,6 +18,7 @@ tower, the placeholder token and the features are.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -58,11 +59,15 @@ class EncodedVideo:
     side_features : list[torch.Tensor]
         Other per-token features that must follow the keep/merge map, each (F * N, d_l)
         in the same flat order (Qwen3-VL deepstack levels).
+    score_seconds : float
+        Wall time the score hooks spent during the encoder call that produced this
+        video (the whole call, shared by all videos of the batch).
     """
 
     video: VideoTokens
     extra: torch.Tensor | None = None
     side_features: list[torch.Tensor] = field(default_factory=list)
+    score_seconds: float = 0.0
 
     @property
     def num_placeholders(self) -> int:
@@ -173,6 +178,7 @@ class ScoreHooks:
         self.modules = dict(modules)
         self.compute = compute
         self.scores: dict[str, list[torch.Tensor]] = {name: [] for name in self.modules}
+        self.seconds = 0.0  # wall time spent inside the hooks
         self._handles: list = []
 
     def __enter__(self) -> "ScoreHooks":
@@ -193,8 +199,10 @@ class ScoreHooks:
 
     def _make_hook(self, name: str):
         def hook(module, args, kwargs, output):
+            start = time.perf_counter()
             with torch.no_grad():
                 self.scores[name].append(self.compute(module, args, kwargs))
+            self.seconds += time.perf_counter() - start
         return hook
 
     def result(self, name: str) -> torch.Tensor:

@@ -119,6 +119,7 @@ def encode(model, inputs: dict, *, scores: str, local_layer: int | None, global_
                               global_scores=pooled_scores["global"][b] if pooled_scores else None,
                               local_scores=pooled_scores["local"][b] if pooled_scores else None),
             extra=newline[b],
+            score_seconds=hooks.seconds,
         ))
     return videos
 

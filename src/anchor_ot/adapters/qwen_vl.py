@@ -150,6 +150,7 @@ def encode(model, inputs: dict, *, scores: str, local_layer: int | None, global_
         videos.append(EncodedVideo(
             video=VideoTokens(tok, grid, global_scores=sc.get("global"), local_scores=sc.get("local")),
             side_features=[level[v] for level in deepstack],
+            score_seconds=hooks.seconds,
         ))
         offset += count
     return videos
