@@ -135,6 +135,10 @@ def main() -> None:
     text_tokens = len(text_before) + len(text_after)
 
     with torch.no_grad():
+        # warm-up on one frame (allocator, kernels), so the first measurement is not penalized
+        warm = dict(inputs, pixel_values_videos=inputs["pixel_values_videos"][:, :1],
+                    input_ids=torch.tensor([[151647] * 197]), attention_mask=torch.ones(1, 197, dtype=torch.long))
+        llava_onevision.encode(model, warm, scores="attention", local_layer=None, global_layer=None)
         with PeakRSS() as enc_plain:
             llava_onevision.encode(model, inputs, scores="none", local_layer=None, global_layer=None)
         print(f"encode, no hooks: {enc_plain.seconds:.2f} s, +{enc_plain.extra / 2**20:.0f} MiB", flush=True)

@@ -224,7 +224,10 @@ class KeepEveryKth(Reducer):
 
 
 def count_hooks(model) -> int:
-    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+    """Forward hooks on the model, except transformers' own output-capturing hooks (installed on
+    the first forward and kept for the model's life by design)."""
+    return sum(1 for m in model.modules() for h in (*m._forward_hooks.values(), *m._forward_pre_hooks.values())
+               if getattr(h, "__name__", "") != "output_capturing_hook")
 
 
 GEN = dict(max_new_tokens=6, do_sample=False)
@@ -481,3 +484,13 @@ def test_qwen_scores_match_naive_per_window_oracle(build):
     got = prepared.encoded[0].video.local_scores.reshape(-1)
     torch.testing.assert_close(got, merged, atol=1e-6, rtol=1e-5)
     assert len(cu) > 2  # several sequences (windows / temporal patches) were attended within
+
+
+def test_hooks_removed_when_the_encoder_fails():
+    model = llava_model()
+    inputs = llava_inputs(model, 1)
+    inputs["pixel_values_videos"] = torch.randn(1, FRAMES, 3, 70, 70)  # wrong size: SigLIP fails mid-encode
+    before = count_hooks(model)
+    with pytest.raises(Exception):
+        anchor_ot.generate(model, inputs, KeepTopScores(retention=0.5))
+    assert count_hooks(model) == before
