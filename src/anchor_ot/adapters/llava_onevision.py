@@ -29,14 +29,17 @@ DEFAULT_GLOBAL_LAYER = -2
 
 
 def supports(model) -> bool:
+    """True if ``model`` is (a subclass of) one of :data:`CLASS_NAMES`."""
     return type(model).__name__ in CLASS_NAMES or any(c.__name__ in CLASS_NAMES for c in type(model).__mro__)
 
 
 def video_token_id(model) -> int:
+    """Id of the video placeholder token in the prompt."""
     return int(model.config.video_token_id)
 
 
 def pad_token_id(model) -> int:
+    """Id written into the left padding of the rebuilt prompt (masked out; 0 if the model has none)."""
     pad = getattr(model.generation_config, "pad_token_id", None)
     if pad is None:
         pad = getattr(model.config.text_config, "pad_token_id", None)

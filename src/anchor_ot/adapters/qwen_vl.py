@@ -59,14 +59,17 @@ def _family(model) -> str | None:
 
 
 def supports(model) -> bool:
+    """True if ``model`` is (a subclass of) one of :data:`CLASS_NAMES`."""
     return _family(model) is not None
 
 
 def video_token_id(model) -> int:
+    """Id of the video placeholder token in the prompt."""
     return int(model.config.video_token_id)
 
 
 def pad_token_id(model) -> int:
+    """Id written into the left padding of the rebuilt prompt (masked out; 0 if the model has none)."""
     pad = getattr(model.generation_config, "pad_token_id", None)
     if pad is None:
         pad = getattr(model.config.text_config, "pad_token_id", None)
