@@ -494,3 +494,28 @@ def test_hooks_removed_when_the_encoder_fails():
     with pytest.raises(Exception):
         anchor_ot.generate(model, inputs, KeepTopScores(retention=0.5))
     assert count_hooks(model) == before
+
+
+@pytest.fixture(scope="module")
+def qwen3():
+    return qwen3_model()
+
+
+@pytest.mark.parametrize("method", methods.available())
+def test_every_registered_method_runs_through_generate(qwen3, method):
+    """Any registered reducer plugs in: exact prefill length, prompt + new tokens returned."""
+    model = qwen3
+    inputs = qwen_inputs(model, 1, grid=(8, 12, 12))  # 4 temporal patches of 6 x 6
+    reducer = methods.get(method, retention=0.25)
+    k = reducer.num_kept(4, (6, 6))
+    seen = []
+    handle = model.model.language_model.register_forward_pre_hook(
+        lambda m, a, kw: seen.append(kw["inputs_embeds"].shape[1]), with_kwargs=True)
+    try:
+        out = anchor_ot.generate(model, inputs, reducer, max_new_tokens=2, do_sample=False)
+    finally:
+        handle.remove()
+    text = int((inputs["input_ids"] != model.config.video_token_id).sum())
+    assert seen[0] == text + k
+    assert torch.equal(out[:, :inputs["input_ids"].shape[1]], inputs["input_ids"])
+

@@ -1,20 +1,14 @@
-"""``anchor-ot ask``: argument handling, model-loading errors and frame sampling (real PyAV)."""
+"""``anchor-ot ask``: argument handling and model-loading errors (frames come from anchor_ot.video)."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
-from typing import ClassVar
 
 import av
 import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
-from anchor_ot import methods
 from anchor_ot.cli import app
-from anchor_ot.cli.ask_cmd import load, parse_params, sample_frames
-from anchor_ot.methods.base import Reducer, assemble
+from anchor_ot.cli.ask_cmd import load, parse_params
 
 runner = CliRunner()
 
@@ -35,36 +29,11 @@ def clip(tmp_path_factory):
     return path
 
 
-def test_sample_frames_even_spacing(clip):
-    frames, indices, fps = sample_frames(clip, 4)
-    assert frames.shape == (4, 48, 64, 3) and frames.dtype == np.uint8
-    assert indices == [0, 3, 6, 9]
-    assert fps == pytest.approx(5.0)
-    # decoded content follows the frame index (lossy codec: within a few gray levels)
-    assert np.abs(frames.reshape(4, -1).mean(1) - 20 * np.array(indices)).max() < 6
-    all_frames, all_idx, _ = sample_frames(clip, 50)  # more than the video has: every frame once
-    assert all_idx == list(range(10)) and all_frames.shape[0] == 10
-
-
 def test_parse_params():
     assert parse_params(["k=3", "eps=0.1", "flag=true", "mode=fast"]) == {"k": 3, "eps": 0.1, "flag": True,
                                                                            "mode": "fast"}
     with pytest.raises(ValueError, match="key=value"):
         parse_params(["oops"])
-
-
-@methods.register
-@dataclass
-class _KeepFirst(Reducer):
-    """Keeps the first K tokens (registered for these CLI tests only)."""
-
-    name: ClassVar[str] = "test-cli-keep-first"
-
-    def reduce(self, video, num_kept):
-        F, N, d = video.tokens.shape
-        idx = torch.arange(num_kept)
-        assignment = torch.arange(F * N).clamp(max=num_kept - 1)
-        return assemble(video.tokens.reshape(-1, d)[:num_kept], idx, assignment, F, video.grid)
 
 
 def test_load_unknown_model_offline_raises_clear_error(monkeypatch):
@@ -76,7 +45,7 @@ def test_load_unknown_model_offline_raises_clear_error(monkeypatch):
 
 def test_unknown_model_offline_gives_clear_error(clip, monkeypatch):
     pytest.importorskip("transformers")
-    name = _KeepFirst.name
+    name = "aot"
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     result = runner.invoke(app, ["ask", str(clip), "what happens?", "--model", "anchor-ot-tests/no-such-model",
                                  "--method", name, "--retention", "0.5"])

@@ -43,58 +43,6 @@ def parse_params(items: list[str]) -> dict:
     return out
 
 
-def sample_frames(path: str | Path, num_frames: int):
-    """Decode ``num_frames`` frames evenly spaced over the whole video with PyAV.
-
-    Parameters
-    ----------
-    path : str or Path
-        Any container/codec FFmpeg (inside the PyAV wheel) reads.
-    num_frames : int
-        Frames to return (>= 1). Shorter videos return every frame.
-
-    Returns
-    -------
-    frames : numpy.ndarray, shape (F, H, W, 3), uint8
-        RGB frames in time order.
-    indices : list[int]
-        Index of each returned frame in the decoded stream.
-    fps : float
-        The stream's average frame rate (frames per second).
-
-    Raises
-    ------
-    ValueError
-        If the file has no video stream or no decodable frame.
-    """
-    import av
-    import numpy as np
-
-    with av.open(str(path)) as container:
-        if not container.streams.video:
-            raise ValueError(f"{path} has no video stream")
-        stream = container.streams.video[0]
-        fps = float(stream.average_rate or 0) or 1.0
-        total = stream.frames
-        if not total:  # containers without a frame count: count by decoding once
-            total = sum(1 for _ in container.decode(video=0))
-            container.seek(0)
-        if total == 0:
-            raise ValueError(f"{path} holds no decodable frame")
-        wanted = sorted(set(np.linspace(0, total - 1, min(num_frames, total)).round().astype(int).tolist()))
-        targets = set(wanted)
-        frames, indices = [], []
-        for i, frame in enumerate(container.decode(video=0)):
-            if i in targets:
-                frames.append(frame.to_ndarray(format="rgb24"))
-                indices.append(i)
-            if i >= wanted[-1]:
-                break
-    if not frames:
-        raise ValueError(f"{path}: could not decode any frame")
-    return np.stack(frames), indices, fps
-
-
 def load(model_id: str, device: str, dtype: str):
     """``AutoProcessor`` and ``AutoModelForImageTextToText`` from ``from_pretrained``.
 
@@ -186,7 +134,14 @@ def ask(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
 
-    clip, indices, fps = sample_frames(video, frames)
+    from anchor_ot.video import load_video
+
+    try:
+        decoded = load_video(video, num_frames=frames)
+    except (OSError, ValueError) as exc:
+        raise typer.BadParameter(f"cannot read {video}: {exc}") from None
+    clip, indices = decoded.frames, [int(i) for i in decoded.indices]
+    fps = decoded.fps if decoded.fps == decoded.fps and decoded.fps > 0 else 1.0  # nan -> 1 frame per second
     conversation = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}]
     prompt = processor.apply_chat_template(conversation, add_generation_prompt=True)
     metadata = {"total_num_frames": len(indices), "fps": fps, "frames_indices": indices,

@@ -29,22 +29,38 @@ def available() -> list[str]:
 
 
 def describe() -> list[tuple[str, str, str]]:
-    """``(name, one-line description, paper id)`` for every method."""
-    return [(n, _REGISTRY[n].description, _REGISTRY[n].paper) for n in available()]
+    """``(name, one-line description, paper id)`` for every method and variant."""
+    rows = []
+    for n in available():
+        cls = _REGISTRY[n]
+        rows.append((n, cls.description, cls.paper))
+        for v, params in cls.variants.items():
+            shown = ", ".join(f"{k}={val!r}" for k, val in params.items())
+            rows.append((f"{n}:{v}", f"  variant: {shown}", cls.paper))
+    return rows
 
 
 def get(name: str, **params) -> Reducer:
     """Build the reducer registered as ``name`` with ``params``.
 
+    ``name`` may carry a variant, ``"method:variant"`` (e.g. ``"aot:no-merging"``,
+    a row of the AOT paper's ablations); explicit ``params`` override the preset.
+
     Raises
     ------
     ValueError
-        If no method has that name (the message lists the available ones) or a
-        parameter is unknown or invalid.
+        If no method or variant has that name (the message lists the available
+        ones) or a parameter is unknown or invalid.
     """
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown method {name!r}; available: {', '.join(available())}")
-    cls = _REGISTRY[name]
+    base, _, variant = name.partition(":")
+    if base not in _REGISTRY:
+        raise ValueError(f"unknown method {base!r}; available: {', '.join(available())}")
+    cls = _REGISTRY[base]
+    if variant:
+        if variant not in cls.variants:
+            known = ", ".join(cls.variants) or "none"
+            raise ValueError(f"{base} has no variant {variant!r}; variants: {known}")
+        params = {**cls.variants[variant], **params}
     try:
         return cls(**params)
     except TypeError as exc:
@@ -52,9 +68,18 @@ def get(name: str, **params) -> Reducer:
             from dataclasses import fields
 
             known = ", ".join(f.name for f in fields(cls))
-            raise ValueError(f"{name}: {exc}; known parameters: {known}") from None
+            raise ValueError(f"{base}: {exc}; known parameters: {known}") from None
         raise
 
 
 # Method modules register themselves on import.
 from anchor_ot.methods import aot  # noqa: E402,F401
+from anchor_ot.methods import pool  # noqa: E402,F401
+from anchor_ot.methods import random_keep  # noqa: E402,F401
+from anchor_ot.methods import visionzip  # noqa: E402,F401
+from anchor_ot.methods import divprune  # noqa: E402,F401
+from anchor_ot.methods import dycoke  # noqa: E402,F401
+from anchor_ot.methods import fastvid  # noqa: E402,F401
+from anchor_ot.methods import prunevid  # noqa: E402,F401
+from anchor_ot.methods import ottvid  # noqa: E402,F401
+from anchor_ot.methods import aot_dyn  # noqa: E402,F401

@@ -97,7 +97,8 @@ class Reducer:
     Notes
     -----
     Subclasses set the class attributes ``name`` (registry key), ``description``
-    (one line) and ``paper`` (arXiv id or "-"), implement :meth:`reduce`, and
+    (one line), ``paper`` (arXiv id or "-") and optionally ``variants`` (named
+    parameter presets), implement :meth:`reduce`, and
     validate their own fields in ``__post_init__`` (calling ``super().__post_init__()``).
     """
 
@@ -106,6 +107,8 @@ class Reducer:
     name: ClassVar[str] = "base"
     description: ClassVar[str] = ""
     paper: ClassVar[str] = "-"
+    #: Named parameter presets (e.g. a paper's ablation rows), reachable as ``get("name:variant")``.
+    variants: ClassVar[dict[str, dict]] = {}
 
     def __post_init__(self) -> None:
         self.retention = check_retention(self.retention)
