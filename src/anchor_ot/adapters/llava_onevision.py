@@ -22,7 +22,7 @@ from anchor_ot.types import VideoTokens
 
 CLASS_NAMES = ["LlavaOnevisionForConditionalGeneration"]
 # inputs consumed by the video path (everything else, e.g. images, goes to generate untouched)
-CONSUMED_KEYS = {"input_ids", "attention_mask", "pixel_values_videos", "image_sizes_videos"}
+CONSUMED_KEYS = {"input_ids", "attention_mask", "pixel_values_videos", "image_sizes_videos", "position_ids"}
 
 DEFAULT_LOCAL_LAYER = 5
 DEFAULT_GLOBAL_LAYER = -2
