@@ -220,9 +220,9 @@ def sinkhorn(
 
 
 def _scaling(Cs, a, b, active, eps, max_iter, tol, total):
-    K = Cs.mul(-1.0 / eps).exp_()
+    K = torch.exp(Cs * (-1.0 / eps))  # out of place: exp's backward reads its output
     if active is not None:
-        K = K.mul_(active)
+        K = K * active
     v = (b > 0).to(Cs.dtype)
     u = torch.zeros_like(a)
     n_iter = 0
