@@ -175,9 +175,8 @@ def sinkhorn(
     # Shifting C by per-problem, per-row or per-column constants leaves the plan unchanged.
     padded = bool((a == 0).any()) or bool((b == 0).any())
     active = ((a > 0)[:, :, None] & (b > 0)[:, None, :]) if padded else None
-    lo, hi = (torch.where(active, C, C.new_tensor(float("inf"))) if padded else C).reshape(B, -1).aminmax(dim=1)
-    if padded:
-        hi = torch.where(active, C, C.new_tensor(float("-inf"))).reshape(B, -1).amax(dim=1)
+    lo = (torch.where(active, C, C.new_tensor(float("inf"))) if padded else C).amin(dim=(1, 2))
+    hi = (torch.where(active, C, C.new_tensor(float("-inf"))) if padded else C).amax(dim=(1, 2))
     if method != "log" and float((hi - lo).max()) / eps <= _SCALING_MAX_EXPONENT:
         # common case (cosine costs, eps >= 0.04): one shift per problem suffices
         Cs, method = C - lo[:, None, None], "scaling"
@@ -226,8 +225,10 @@ def _scaling(Cs, a, b, active, eps, max_iter, tol, total):
     v = (b > 0).to(Cs.dtype)
     u = torch.zeros_like(a)
     n_iter = 0
+    # matrix-vector products as broadcast multiply + sum: batched GEMV through bmm was
+    # ~4x slower on CPU at these sizes (32 x 34 x 162)
     for n_iter in range(1, max_iter + 1):
-        Kv = torch.bmm(K, v.unsqueeze(-1)).squeeze(-1)
+        Kv = (K * v.unsqueeze(-2)).sum(-1)
         if n_iter > 1:
             # after the previous v-update columns are exact: the error sits in the rows
             err = (u * Kv - a).abs().sum(-1) / total
@@ -235,7 +236,7 @@ def _scaling(Cs, a, b, active, eps, max_iter, tol, total):
                 n_iter -= 1
                 break
         u = torch.where(a > 0, a / Kv.clamp_min(torch.finfo(Kv.dtype).tiny), torch.zeros_like(a))
-        KTu = torch.bmm(u.unsqueeze(1), K).squeeze(1)
+        KTu = (K * u.unsqueeze(-1)).sum(-2)
         v = torch.where(b > 0, b / KTu.clamp_min(torch.finfo(KTu.dtype).tiny), torch.zeros_like(b))
     return u.unsqueeze(-1) * K * v.unsqueeze(-2), max(n_iter, 1)
 
