@@ -177,7 +177,7 @@ def sinkhorn(
     active = ((a > 0)[:, :, None] & (b > 0)[:, None, :]) if padded else None
     lo = (torch.where(active, C, C.new_tensor(float("inf"))) if padded else C).amin(dim=(1, 2))
     hi = (torch.where(active, C, C.new_tensor(float("-inf"))) if padded else C).amax(dim=(1, 2))
-    if method != "log" and float((hi - lo).max()) / eps <= _SCALING_MAX_EXPONENT:
+    if method != "log" and float((hi - lo).max().detach()) / eps <= _SCALING_MAX_EXPONENT:
         # common case (cosine costs, eps >= 0.04): one shift per problem suffices
         Cs, method = C - lo[:, None, None], "scaling"
     else:
@@ -191,7 +191,7 @@ def sinkhorn(
         Cs = Cs - col_min
         spread = (torch.where(active, Cs, torch.zeros_like(Cs)) if padded else Cs).amax(dim=(-2, -1))
         if method == "auto":
-            method = "scaling" if float(spread.max()) / eps <= _SCALING_MAX_EXPONENT else "log"
+            method = "scaling" if float(spread.max().detach()) / eps <= _SCALING_MAX_EXPONENT else "log"
 
     if method == "scaling":
         plan, n_iter = _scaling(Cs, a, b, active, eps, max_iter, tol, total)
