@@ -198,7 +198,7 @@ def sinkhorn(
     else:
         plan, n_iter = _log_domain(Cs, a, b, active, eps, max_iter, tol, total)
 
-    err = ((plan.sum(-1) - a).abs().sum(-1) + (plan.sum(-2) - b).abs().sum(-1)) / total
+    err = (((plan.sum(-1) - a).abs().sum(-1) + (plan.sum(-2) - b).abs().sum(-1)) / total).detach()
     converged = err < tol
     if warn and not bool(converged.all()):
         warnings.warn(
