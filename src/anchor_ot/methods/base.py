@@ -68,13 +68,16 @@ def assemble(tokens: torch.Tensor, source_index: torch.Tensor, assignment: torch
     """
     N = grid[0] * grid[1]
     K = tokens.shape[0]
-    order = torch.argsort(source_index)
-    rank = torch.empty_like(order)
-    rank[order] = torch.arange(K, device=order.device)
-    new_assignment = rank[assignment]
-    src = source_index[order]
+    if K < 2 or bool((source_index[1:] > source_index[:-1]).all()):
+        # already in temporal-raster order: no copy of the token rows
+        src, new_assignment, out_tokens = source_index, assignment, tokens
+    else:
+        order = torch.argsort(source_index)
+        rank = torch.empty_like(order)
+        rank[order] = torch.arange(K, device=order.device)
+        src, new_assignment, out_tokens = source_index[order], rank[assignment], tokens[order]
     return ReducedVideo(
-        tokens=tokens[order],
+        tokens=out_tokens,
         source_index=src,
         frame_index=src // N,
         mass=torch.bincount(new_assignment, minlength=K).to(torch.float32),
