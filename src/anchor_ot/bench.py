@@ -218,7 +218,7 @@ def _cache_key(path: Path, frames: int, between: int | None, encoder_settings: d
 
 def encode_clip(path: str | os.PathLike, frames: int = 32, *, image_size: int = 378, pool: int = 2,
                 between: int | None = None, cache: str | os.PathLike | None = None, encoder=None,
-                model=None) -> EncodedClip:
+                model=None, num_threads: int = 1) -> EncodedClip:
     """Decode and encode one video, or read it from the cache.
 
     Parameters
@@ -239,6 +239,9 @@ def encode_clip(path: str | os.PathLike, frames: int = 32, *, image_size: int = 
         ``model`` otherwise); its settings must match ``image_size`` and ``pool``.
     model : transformers.Dinov2Model, optional
         Passed to a lazily built encoder.
+    num_threads : int, default 1
+        torch threads of a lazily built encoder (tokens do not depend on it, so it is
+        not part of the cache key).
 
     Returns
     -------
@@ -283,7 +286,7 @@ def encode_clip(path: str | os.PathLike, frames: int = 32, *, image_size: int = 
 
     clip = load_video(path, num_frames=frames)
     if encoder is None:
-        encoder = DinoV2Encoder(image_size=image_size, pool=pool, num_threads=1, model=model)
+        encoder = DinoV2Encoder(image_size=image_size, pool=pool, num_threads=num_threads, model=model)
     enc = encoder.encode(clip.frames)
     vt = enc.video_tokens
     tensors = {"tokens": vt.tokens.contiguous(), "global_scores": vt.global_scores.contiguous(),
@@ -415,7 +418,7 @@ def run_benchmark(videos: Iterable[str | os.PathLike] | None = None, methods: st
                 bar.set_postfix_str(f"encode {Path(path).name}")
                 try:
                     clip = encode_clip(path, frames, image_size=image_size, pool=pool, between=between,
-                                       cache=cache)
+                                       cache=cache, num_threads=num_threads)
                 except ValueError as exc:
                     raise ValueError(f"{Path(path).name}: {exc}") from None
                 result.clips.append(clip)
