@@ -14,4 +14,14 @@ from anchor_ot.ot import SinkhornResult, sinkhorn
 from anchor_ot.types import ReducedVideo, VideoTokens
 from anchor_ot.version import __version__
 
-__all__ = ["AOT", "Reducer", "ReducedVideo", "SinkhornResult", "VideoTokens", "methods", "sinkhorn", "__version__"]
+__all__ = ["AOT", "Reducer", "ReducedVideo", "SinkhornResult", "VideoTokens", "generate", "methods", "sinkhorn",
+           "__version__"]
+
+
+def __getattr__(name):
+    # Lazy: importing anchor_ot must not import transformers (see anchor_ot.adapters).
+    if name == "generate":
+        from anchor_ot.adapters import generate
+
+        return generate
+    raise AttributeError(f"module 'anchor_ot' has no attribute {name!r}")

@@ -15,8 +15,9 @@ solved by alternating scalings :math:`u = a / (K v)`, :math:`v = b / (K^\top u)`
 with :math:`K = \exp(-C/\varepsilon)` and :math:`T = \mathrm{diag}(u) K \mathrm{diag}(v)`.
 
 Numerics (measured, see ``docs/benchmarks.md``): the scaling form is run on a cost
-shifted by its row and column minima (the plan is unchanged), which keeps every
-row and column of ``K`` holding an entry of 1; when the shifted cost range over
+shifted by its minimum; when that leaves a range over ``eps`` above 50 the cost is
+shifted by its row and column minima instead (the plan is unchanged), which keeps
+every row and column of ``K`` holding an entry of 1; when the shifted cost range over
 ``eps`` exceeds ``_SCALING_MAX_EXPONENT`` the solver switches to the log domain
 (``logsumexp`` updates), which is exact for any ``eps``. Half-precision input is
 computed in float32. The stopping rule is the marginal L1 error relative to the
@@ -161,7 +162,9 @@ def sinkhorn(
     method = check_choice("method", method, ("auto", "scaling", "log"))
     work = torch.float64 if cost.dtype == torch.float64 else torch.float32
     C = cost.to(work)
-    if not torch.isfinite(C).all():
+    # a float64 sum of finite fp16/bf16/fp32 values cannot overflow: finite iff every entry is
+    if not bool(torch.isfinite(C.sum(dtype=torch.float64))) and not (
+            work == torch.float64 and bool(torch.isfinite(C).all())):
         raise ValueError("cost contains NaN or inf; check the features the cost was built from")
     a = _marginal("a", a, B, m, C)
     b = _marginal("b", b, B, n, C)
@@ -169,18 +172,27 @@ def sinkhorn(
     if not torch.allclose(total, b.sum(-1), rtol=1e-5, atol=0.0):
         raise ValueError("marginals a and b must have the same total mass in every problem")
 
-    # Shift by row then column minima over the active entries (plan unchanged).
-    active = (a > 0)[:, :, None] & (b > 0)[:, None, :]
-    inf = torch.tensor(float("inf"), dtype=work, device=C.device)
-    row_min = torch.where(active, C, inf).amin(-1, keepdim=True)
-    row_min = torch.where(torch.isfinite(row_min), row_min, torch.zeros_like(row_min))
-    Cs = C - row_min
-    col_min = torch.where(active, Cs, inf).amin(-2, keepdim=True)
-    col_min = torch.where(torch.isfinite(col_min), col_min, torch.zeros_like(col_min))
-    Cs = Cs - col_min
-    spread = torch.where(active, Cs, torch.zeros_like(Cs)).amax(dim=(-2, -1))
-    if method == "auto":
-        method = "scaling" if float(spread.max()) / eps <= _SCALING_MAX_EXPONENT else "log"
+    # Shifting C by per-problem, per-row or per-column constants leaves the plan unchanged.
+    padded = bool((a == 0).any()) or bool((b == 0).any())
+    active = ((a > 0)[:, :, None] & (b > 0)[:, None, :]) if padded else None
+    lo, hi = (torch.where(active, C, C.new_tensor(float("inf"))) if padded else C).reshape(B, -1).aminmax(dim=1)
+    if padded:
+        hi = torch.where(active, C, C.new_tensor(float("-inf"))).reshape(B, -1).amax(dim=1)
+    if method != "log" and float((hi - lo).max()) / eps <= _SCALING_MAX_EXPONENT:
+        # common case (cosine costs, eps >= 0.04): one shift per problem suffices
+        Cs, method = C - lo[:, None, None], "scaling"
+    else:
+        # row then column minima over active entries: every row and column holds a zero
+        inf = C.new_tensor(float("inf"))
+        row_min = (torch.where(active, C, inf) if padded else C).amin(-1, keepdim=True)
+        row_min = torch.where(torch.isfinite(row_min), row_min, torch.zeros_like(row_min))
+        Cs = C - row_min
+        col_min = (torch.where(active, Cs, inf) if padded else Cs).amin(-2, keepdim=True)
+        col_min = torch.where(torch.isfinite(col_min), col_min, torch.zeros_like(col_min))
+        Cs = Cs - col_min
+        spread = (torch.where(active, Cs, torch.zeros_like(Cs)) if padded else Cs).amax(dim=(-2, -1))
+        if method == "auto":
+            method = "scaling" if float(spread.max()) / eps <= _SCALING_MAX_EXPONENT else "log"
 
     if method == "scaling":
         plan, n_iter = _scaling(Cs, a, b, active, eps, max_iter, tol, total)
@@ -202,13 +214,15 @@ def sinkhorn(
         n_iter=n_iter,
         converged=converged,
         marginal_error=err,
-        transport_cost=(plan * C).sum(dim=(-2, -1)),
+        transport_cost=torch.einsum("bij,bij->b", plan, C),
         method=method,
     )
 
 
 def _scaling(Cs, a, b, active, eps, max_iter, tol, total):
-    K = torch.exp(-Cs / eps) * active
+    K = Cs.mul(-1.0 / eps).exp_()
+    if active is not None:
+        K = K.mul_(active)
     v = (b > 0).to(Cs.dtype)
     u = torch.zeros_like(a)
     n_iter = 0
@@ -228,7 +242,9 @@ def _scaling(Cs, a, b, active, eps, max_iter, tol, total):
 
 def _log_domain(Cs, a, b, active, eps, max_iter, tol, total):
     neg = torch.tensor(float("-inf"), dtype=Cs.dtype, device=Cs.device)
-    logK = torch.where(active, -Cs / eps, neg)
+    logK = Cs.mul(-1.0 / eps)
+    if active is not None:
+        logK = torch.where(active, logK, neg)
     log_a = torch.where(a > 0, a.log(), neg)
     log_b = torch.where(b > 0, b.log(), neg)
     alpha = torch.zeros_like(a)

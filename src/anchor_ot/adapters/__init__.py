@@ -1,0 +1,20 @@
+"""Hugging Face transformers adapters: reduce video tokens inside ``model.generate``.
+
+>>> import anchor_ot
+>>> from anchor_ot import methods
+>>> out = anchor_ot.generate(model, inputs, methods.get("aot", retention=0.1), max_new_tokens=64)  # doctest: +SKIP
+
+Supported classes: ``LlavaOnevisionForConditionalGeneration``,
+``Qwen2_5_VLForConditionalGeneration``, ``Qwen3VLForConditionalGeneration``.
+See ``docs/adapters.md`` for what is reduced where.
+"""
+
+from anchor_ot.adapters.base import Prepared, generate, prepare
+
+SUPPORTED_CLASSES = (
+    "LlavaOnevisionForConditionalGeneration",
+    "Qwen2_5_VLForConditionalGeneration",
+    "Qwen3VLForConditionalGeneration",
+)
+
+__all__ = ["generate", "prepare", "Prepared", "SUPPORTED_CLASSES"]

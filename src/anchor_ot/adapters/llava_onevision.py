@@ -1,0 +1,142 @@
+"""LLaVA-OneVision (and LLaVA-Video checkpoints in that class) for :func:`anchor_ot.generate`.
+
+Video path in transformers 5.x (``LlavaOnevisionModel.get_video_features``): SigLIP on
+every frame -> hidden state of ``vision_feature_layer`` -> projector -> bilinear
+interpolation of the 27 x 27 grid to ceil(27/2) = 14 x 14 -> the frames' tokens in
+order, then one ``image_newline`` row per video. The prompt holds F * 196 + 1 video
+placeholders. We reduce the F x 196 grid tokens and always keep the newline row, so the
+run becomes K + 1. Positions are 1-D and are renumbered by the shorter prompt, as in
+every LLaVA token-pruning method (the newline keeps its place at the end of the run).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+from anchor_ot.adapters.base import EncodedVideo, ScoreHooks, received_attention, resolve_layer
+from anchor_ot.types import VideoTokens
+
+CLASS_NAMES = ["LlavaOnevisionForConditionalGeneration"]
+# inputs consumed by the video path (everything else, e.g. images, goes to generate untouched)
+CONSUMED_KEYS = {"input_ids", "attention_mask", "pixel_values_videos", "image_sizes_videos", "position_ids"}
+
+DEFAULT_LOCAL_LAYER = 5
+DEFAULT_GLOBAL_LAYER = -2
+
+
+def supports(model) -> bool:
+    """True if ``model`` is (a subclass of) one of :data:`CLASS_NAMES`."""
+    return type(model).__name__ in CLASS_NAMES or any(c.__name__ in CLASS_NAMES for c in type(model).__mro__)
+
+
+def video_token_id(model) -> int:
+    """Id of the video placeholder token in the prompt."""
+    return int(model.config.video_token_id)
+
+
+def pad_token_id(model) -> int:
+    """Id written into the left padding of the rebuilt prompt (masked out; 0 if the model has none)."""
+    pad = getattr(model.generation_config, "pad_token_id", None)
+    if pad is None:
+        pad = getattr(model.config.text_config, "pad_token_id", None)
+    if isinstance(pad, (list, tuple)):
+        pad = pad[0]
+    return 0 if pad is None else int(pad)
+
+
+def _layers(model):
+    tower = model.model.vision_tower
+    tower = getattr(tower, "vision_model", tower)  # transformers 5.x: SiglipVisionModel holds the encoder itself
+    return tower.encoder.layers
+
+
+def _siglip_received(module, args, kwargs) -> torch.Tensor:
+    """Received attention of one SigLIP attention module, (frames, tokens)."""
+    x = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+    n, length, _ = x.shape
+    out = []
+    # project a bounded number of frames at a time: never a second full (frames, L, D) copy of q and k
+    step = max(1, (2**25) // max(1, module.num_heads * length * length))
+    for s in range(0, n, step):
+        xs = x[s:s + step]
+        shape = (xs.shape[0], length, module.num_heads, module.head_dim)
+        q = module.q_proj(xs).view(shape).transpose(1, 2)
+        k = module.k_proj(xs).view(shape).transpose(1, 2)
+        out.append(received_attention(q, k, module.scale))
+    return torch.cat(out, dim=0)
+
+
+def encode(model, inputs: dict, *, scores: str, local_layer: int | None, global_layer: int | None) -> list[EncodedVideo]:
+    """Run the model's video path once, with score hooks; split per video.
+
+    Returns one :class:`EncodedVideo` per video: tokens (F, 196, d) on the pooled 14 x 14
+    grid, scores pooled to the same grid with the same bilinear interpolation as the
+    features, and the ``image_newline`` row as ``extra``.
+    """
+    pixels = inputs["pixel_values_videos"]
+    if pixels.dim() != 5:
+        raise ValueError(f"pixel_values_videos must be (batch, frames, channels, height, width), "
+                         f"got {tuple(pixels.shape)}")
+    base = model.model
+    vcfg = model.config.vision_config
+    side = vcfg.image_size // vcfg.patch_size
+    pooled = (math.ceil(side / 2), math.ceil(side / 2))
+    B, Fr = pixels.shape[:2]
+
+    layers = _layers(model)
+    modules = {}
+    if scores == "attention":
+        depth = len(layers)
+        g = DEFAULT_GLOBAL_LAYER if global_layer is None else global_layer
+        loc = min(DEFAULT_LOCAL_LAYER, depth - 1) if local_layer is None else local_layer
+        modules = {"global": layers[resolve_layer("global_layer", g, depth)].self_attn,
+                   "local": layers[resolve_layer("local_layer", loc, depth)].self_attn}
+    extra = {k: inputs[k] for k in ("vision_feature_layer", "vision_feature_select_strategy") if k in inputs}
+    with ScoreHooks(modules, _siglip_received) as hooks:
+        out = base.get_video_features(pixel_values_videos=pixels.to(base.vision_tower.dtype), return_dict=True,
+                                      **extra)
+    feats = out.pooler_output  # (B, F * 196 + 1, d)
+    n = pooled[0] * pooled[1]
+    if feats.shape[1] != Fr * n + 1:
+        raise ValueError(f"unexpected video feature count {feats.shape[1]} for {Fr} frames of {pooled} tokens + 1; "
+                         "only the 'full' feature strategy of LLaVA-OneVision is supported")
+    tokens = feats[:, :-1].reshape(B, Fr, n, feats.shape[-1])
+    newline = feats[:, -1:]
+
+    pooled_scores = {}
+    for name in modules:
+        s = hooks.result(name)  # (B * F, L)
+        if s.shape[1] == side * side + 1:  # a [CLS]-style first token, dropped as the features are
+            s = s[:, 1:]
+        s = F.interpolate(s.view(B * Fr, 1, side, side), size=pooled, mode="bilinear")
+        pooled_scores[name] = s.reshape(B, Fr, n)
+
+    videos = []
+    for b in range(B):
+        videos.append(EncodedVideo(
+            video=VideoTokens(tokens[b], pooled,
+                              global_scores=pooled_scores["global"][b] if pooled_scores else None,
+                              local_scores=pooled_scores["local"][b] if pooled_scores else None),
+            extra=newline[b],
+            score_seconds=hooks.seconds,
+        ))
+    return videos
+
+
+def encoder_output(model, encoded, reduced) -> BaseModelOutputWithPooling:
+    """Reduced features in the form ``LlavaOnevisionModel.forward`` reads from ``mm_encoder_outputs``.
+
+    The model flattens ``pooler_output`` over its first two axes, so all videos go in one
+    (1, sum(K_v + 1), d) tensor.
+    """
+    rows = [torch.cat([r.tokens, e.extra.to(r.tokens.dtype)], dim=0) for e, r in zip(encoded, reduced)]
+    return BaseModelOutputWithPooling(pooler_output=torch.cat(rows, dim=0)[None])
+
+
+def position_ids(model, inputs, mask, keep, new_mask, source, kwargs):
+    """1-D positions: left to ``generate`` (renumbered from the reduced attention mask)."""
+    return None
