@@ -581,7 +581,7 @@ def _plot(summary: Sequence[dict], out: Path) -> dict:
             x, y = zip(*pts)
             style = "--" if ":" in m else "-"
             ax.plot(x, y, style, marker="o", ms=3, lw=1.6 if m in ("aot", "random", "pool") else 1.0,
-                    color=cmap(i % 20), label=m)
+                    color=cmap((2 * i) % 20 + (2 * i) // 20), label=m)
         ax.set_xlabel("retention ratio (fraction of tokens kept)")
         ax.set_ylabel(metric + (" (ms, log)" if metric == "reduce_ms" else " (mean over videos)"))
         if metric == "reduce_ms":
