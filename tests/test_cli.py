@@ -70,6 +70,18 @@ def test_compress_any_method_with_params(tmp_path):
     assert not (tmp_path / "anchors.png").exists()
 
 
+@pytest.mark.parametrize("name", methods.available())
+def test_compress_runs_every_method(name, tmp_path):
+    from anchor_ot.video import sample_video
+
+    res = runner.invoke(app, ["compress", str(sample_video("carphone_pristine.mp4")), "--frames", "4",
+                              "--image-size", "224", "--retention", "0.3", "--method", name, "--no-plot",
+                              "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["tokens_out"] == methods.get(name, retention=0.3).num_kept(4, (8, 8))
+
+
 @pytest.mark.parametrize("args, message", [
     (["compress", "/no/such/video.mp4"], "not"),
     (["compress", "--retention", "0"], "retention"),

@@ -75,10 +75,21 @@ def test_no_nan_small_eps_and_half_input(dtype, eps):
     assert float(res.marginal_error.max()) < 1e-2
 
 
-def test_auto_switches_to_log_domain_only_when_needed():
+def test_auto_keeps_scaling_when_it_works_and_falls_back_to_log():
     C = _costs(dtype=torch.float32)
     assert sinkhorn(C, eps=0.1).method == "scaling"
-    assert sinkhorn(C, eps=0.005, max_iter=3000).method == "log"
+    # wide range but well-behaved: min-shifted scaling converges, and auto keeps it
+    wide = sinkhorn(C, eps=0.005, max_iter=3000)
+    assert wide.method == "scaling" and bool(wide.converged.all())
+    # mass that must cross entries where exp(-C/eps) underflows: scaling stalls, log converges
+    hard = torch.ones(1, 3, 3) - torch.eye(3)[None]
+    a = torch.tensor([[0.8, 0.1, 0.1]])
+    with pytest.warns(SinkhornNotConverged):
+        stalled = sinkhorn(hard, a, eps=0.001, max_iter=500, method="scaling")
+    assert not bool(stalled.converged.all())
+    res = sinkhorn(hard, a, eps=0.001, max_iter=500)
+    assert res.method == "log" and bool(res.converged.all())
+    torch.testing.assert_close(res.plan.sum(-1), a, atol=1e-4, rtol=0)
     # both forms give the same plan where both are safe
     s = sinkhorn(C, eps=0.1, method="scaling", tol=1e-5, max_iter=1000).plan
     lg = sinkhorn(C, eps=0.1, method="log", tol=1e-5, max_iter=1000).plan

@@ -76,6 +76,24 @@ class EncodedVideo:
         return self.video.num_frames * self.video.tokens_per_frame + extra
 
 
+# -- prompt token ids shared by every family --------------------------------------------
+
+
+def video_token_id(model) -> int:
+    """Id of the video placeholder token in the prompt."""
+    return int(model.config.video_token_id)
+
+
+def pad_token_id(model) -> int:
+    """Id written into the left padding of the rebuilt prompt (masked out; 0 if the model has none)."""
+    pad = getattr(model.generation_config, "pad_token_id", None)
+    if pad is None:
+        pad = getattr(model.config.text_config, "pad_token_id", None)
+    if isinstance(pad, (list, tuple)):
+        pad = pad[0]
+    return 0 if pad is None else int(pad)
+
+
 # -- importance scores -----------------------------------------------------------------
 
 

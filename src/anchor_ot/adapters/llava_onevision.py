@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-from anchor_ot.adapters.base import EncodedVideo, ScoreHooks, received_attention, resolve_layer
+from anchor_ot.adapters.base import (  # noqa: F401  (pad/video token ids: the family interface)
+    EncodedVideo, ScoreHooks, pad_token_id, received_attention, resolve_layer, video_token_id)
 from anchor_ot.types import VideoTokens
 
 CLASS_NAMES = ["LlavaOnevisionForConditionalGeneration"]
@@ -31,21 +32,6 @@ DEFAULT_GLOBAL_LAYER = -2
 def supports(model) -> bool:
     """True if ``model`` is (a subclass of) one of :data:`CLASS_NAMES`."""
     return type(model).__name__ in CLASS_NAMES or any(c.__name__ in CLASS_NAMES for c in type(model).__mro__)
-
-
-def video_token_id(model) -> int:
-    """Id of the video placeholder token in the prompt."""
-    return int(model.config.video_token_id)
-
-
-def pad_token_id(model) -> int:
-    """Id written into the left padding of the rebuilt prompt (masked out; 0 if the model has none)."""
-    pad = getattr(model.generation_config, "pad_token_id", None)
-    if pad is None:
-        pad = getattr(model.config.text_config, "pad_token_id", None)
-    if isinstance(pad, (list, tuple)):
-        pad = pad[0]
-    return 0 if pad is None else int(pad)
 
 
 def _layers(model):

@@ -33,12 +33,14 @@ import sys
 import torch
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-from anchor_ot.adapters.base import (
+from anchor_ot.adapters.base import (  # noqa: F401  (pad/video token ids: the family interface)
     EncodedVideo,
     ScoreHooks,
+    pad_token_id,
     received_attention_packed,
     reduce_side_features,
     resolve_layer,
+    video_token_id,
 )
 from anchor_ot.types import VideoTokens
 
@@ -61,21 +63,6 @@ def _family(model) -> str | None:
 def supports(model) -> bool:
     """True if ``model`` is (a subclass of) one of :data:`CLASS_NAMES`."""
     return _family(model) is not None
-
-
-def video_token_id(model) -> int:
-    """Id of the video placeholder token in the prompt."""
-    return int(model.config.video_token_id)
-
-
-def pad_token_id(model) -> int:
-    """Id written into the left padding of the rebuilt prompt (masked out; 0 if the model has none)."""
-    pad = getattr(model.generation_config, "pad_token_id", None)
-    if pad is None:
-        pad = getattr(model.config.text_config, "pad_token_id", None)
-    if isinstance(pad, (list, tuple)):
-        pad = pad[0]
-    return 0 if pad is None else int(pad)
 
 
 def _vit_received(module, args, kwargs) -> torch.Tensor:
