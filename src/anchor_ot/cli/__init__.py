@@ -3,6 +3,7 @@
 from anchor_ot.cli._app import app
 from anchor_ot.cli import compress_cmd, methods_cmd  # noqa: F401  (register subcommands)
 from anchor_ot.cli import flops_cmd  # noqa: F401  (registers `anchor-ot flops`)
+from anchor_ot.cli import bench_cmd  # noqa: F401  (registers `anchor-ot bench`)
 from anchor_ot.cli import ask_cmd  # noqa: F401  (registers `anchor-ot ask`)
 
 __all__ = ["app", "main"]
