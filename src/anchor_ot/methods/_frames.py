@@ -1,4 +1,4 @@
-"""Small batched helpers shared by the per-frame peer methods (pool, random, visionzip, dycoke, divprune).
+"""Small batched helpers shared by the methods (pool, random, visionzip, dycoke, divprune, aot).
 
 Private: the public surface is each method's reducer class.
 """

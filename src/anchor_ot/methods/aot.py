@@ -65,6 +65,7 @@ import torch.nn.functional as Fn
 
 from anchor_ot._validation import check_choice, check_int, check_number
 from anchor_ot.methods import register
+from anchor_ot.methods._frames import spread_counts, work_dtype
 from anchor_ot.methods.base import Reducer, assemble, default_budget
 from anchor_ot.ot import sinkhorn
 from anchor_ot.segment import uniform_segments
@@ -91,11 +92,6 @@ def paper_anchor_fraction(retention: float) -> float:
         if retention <= r1:
             return f0 + (f1 - f0) * (retention - r0) / (r1 - r0)
     return 1.0
-
-
-def _even_split(total: int, parts: int) -> list[int]:
-    base, extra = divmod(total, parts)
-    return [base + (i < extra) for i in range(parts)]
 
 
 def allocate_anchors(budget: int, clips: list[tuple[int, int]], tokens_per_frame: int,
@@ -130,19 +126,19 @@ def allocate_anchors(budget: int, clips: list[tuple[int, int]], tokens_per_frame
     firsts = [s for s, _ in clips]
     n = len(clips)
     if not inter:
-        per_frame = _even_split(budget, F)
+        per_frame = spread_counts(budget, F).tolist()
         note = "" if all(m == anchors for m in per_frame) else (
             f"inter-frame merging off: anchors per frame set to {min(per_frame)}-{max(per_frame)} to meet K={budget}")
         return per_frame, 0, note
     if n * anchors <= budget <= F * anchors:
         return [anchors] * F, budget - n * anchors, ""
     if budget > F * anchors:
-        per_frame = _even_split(budget, F)
+        per_frame = spread_counts(budget, F).tolist()
         keep = budget - sum(per_frame[s] for s in firsts)
         return per_frame, keep, (f"{anchors} anchors per frame cannot reach K={budget}: raised to "
                                  f"{min(per_frame)}-{max(per_frame)}, every later-frame anchor kept")
     per_frame = [anchors] * F
-    for s, m in zip(firsts, _even_split(budget, n)):
+    for s, m in zip(firsts, spread_counts(budget, n).tolist()):
         per_frame[s] = m
     return per_frame, 0, (f"{n} clips x {anchors} anchors exceed K={budget}: first-frame anchors lowered to "
                           f"{min(per_frame[s] for s in firsts)}-{max(per_frame[s] for s in firsts)}, later frames fully merged")
@@ -287,7 +283,7 @@ class AOT(Reducer):
     def reduce(self, video: VideoTokens, num_kept: int) -> ReducedVideo:
         X_in = video.tokens
         F, N, d = X_in.shape
-        work = torch.float64 if X_in.dtype == torch.float64 else torch.float32
+        work = work_dtype(X_in.dtype)
         X = X_in.to(work)  # no copy for fp32 input
         dev = X.device
         clips = self.clips_for(video)
