@@ -216,3 +216,26 @@ def test_registered_methods_identity_at_full_retention_and_loss_below(name):
     low = metrics.evaluate(v, methods.get(name, retention=0.1)(v))
     assert low["coverage"] < high["coverage"] < 1.0
     assert all(-1.0 <= val <= 1.0 for val in (*high.values(), *low.values()))
+
+
+def test_evaluate_cache_reuses_full_readouts_exactly():
+    import anchor_ot.metrics as M
+    from anchor_ot import methods
+    from anchor_ot.types import VideoTokens
+
+    g = torch.Generator().manual_seed(7)
+    video = VideoTokens(torch.randn(3, 16, 8, generator=g), (4, 4), global_scores=torch.rand(3, 16, generator=g))
+    cls = torch.randn(3, 8, generator=g)
+    cache: dict = {}
+    for name in ("aot", "pool", "random"):
+        reduced = methods.get(name, retention=0.25)(video)
+        plain = M.evaluate(video, reduced, cls=cls)
+        cached = M.evaluate(video, reduced, cls=cls, cache=cache)
+        assert cached == plain
+    assert set(cache) == {"video", "readout", "readout_cls"}
+    assert cache["readout"].shape == (48, 8) and cache["readout_cls"].shape == (3, 8)
+    other = VideoTokens(torch.randn(3, 16, 8, generator=g), (4, 4))
+    with pytest.raises(ValueError, match="another video"):
+        M.evaluate(other, methods.get("pool", retention=0.25)(other), cache=cache)
+    with pytest.raises(ValueError, match="reference"):
+        M.attention_readout(video, reduced, reference=torch.zeros(5, 8))

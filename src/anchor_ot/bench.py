@@ -425,10 +425,12 @@ def run_benchmark(videos: Iterable[str | os.PathLike] | None = None, methods: st
                 between_pair = ((clip.between_tokens, clip.between_positions)
                                 if clip.between_tokens is not None else None)
                 F, N = clip.tokens.num_frames, clip.tokens.tokens_per_frame
+                metric_cache: dict = {}  # full-token readouts, computed once per video
                 for name in names:
                     for r in rs:
                         bar.set_postfix_str(f"{clip.name} {name} r={r:g}")
-                        result.rows.append(_one_row(clip, name, r, seed, repeats, between_pair, evaluate, F * N))
+                        result.rows.append(_one_row(clip, name, r, seed, repeats, between_pair, evaluate, F * N,
+                                                    metric_cache))
                         bar.update()
     finally:
         torch.set_num_threads(old_threads)
@@ -439,7 +441,7 @@ def run_benchmark(videos: Iterable[str | os.PathLike] | None = None, methods: st
 
 
 def _one_row(clip: EncodedClip, name: str, r: float, seed: int, repeats: int, between_pair, evaluate,
-             tokens_in: int) -> dict:
+             tokens_in: int, metric_cache: dict) -> dict:
     row = {"video": clip.name, "method": name, "retention": r, **{m: math.nan for m in METRICS},
            "reduce_ms": math.nan, "tokens_kept": 0, "tokens_in": tokens_in, "error": ""}
     try:
@@ -453,7 +455,7 @@ def _one_row(clip: EncodedClip, name: str, r: float, seed: int, repeats: int, be
             times.append(time.perf_counter() - t0)
         row["reduce_ms"] = 1e3 * statistics.median(times)
         row["tokens_kept"] = reduced.num_tokens
-        row.update(evaluate(clip.tokens, reduced, cls=clip.cls, between=between_pair))
+        row.update(evaluate(clip.tokens, reduced, cls=clip.cls, between=between_pair, cache=metric_cache))
     except Exception as exc:  # recorded in the table: one failing method must not end a long run
         row["error"] = f"{type(exc).__name__}: {exc}".replace("\n", " ")
     return row

@@ -31,7 +31,7 @@ import torch.nn.functional as Fn
 from anchor_ot._validation import check_int, check_number
 from anchor_ot.types import ReducedVideo, VideoTokens
 
-__all__ = ["reconstruction", "coverage", "attention_readout", "temporal_localization", "evaluate"]
+__all__ = ["reconstruction", "coverage", "attention_readout", "readout_reference", "temporal_localization", "evaluate"]
 
 _CHUNK = 1024  # rows per block in the (rows x K) similarity products: bounded memory
 
@@ -154,7 +154,7 @@ def _readout(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tens
 
 def attention_readout(video: VideoTokens, reduced: ReducedVideo, queries: torch.Tensor | None = None,
                       cls: torch.Tensor | None = None, temperature: float | None = None,
-                      normalize: bool = False) -> float:
+                      normalize: bool = False, reference: torch.Tensor | None = None) -> float:
     r"""Cosine between attention readouts over all input tokens and over the output tokens.
 
     For a query ``q`` the readout over the input tokens is the attended vector
@@ -186,6 +186,9 @@ def attention_readout(video: VideoTokens, reduced: ReducedVideo, queries: torch.
         L2-normalize queries, keys and values first (then logits are cosines over
         ``\tau``; pick a small ``\tau`` such as 0.1, since ``sqrt(d)`` makes the
         softmax nearly uniform).
+    reference : torch.Tensor, shape (M, d), optional
+        The full-token readouts from :func:`readout_reference` (same video and
+        options), to skip recomputing them for every reducer.
 
     Returns
     -------
@@ -204,6 +207,25 @@ def attention_readout(video: VideoTokens, reduced: ReducedVideo, queries: torch.
     whatever the number of queries (about 26 MB for F = 32, N = 196).
     """
     _check_pair(video, reduced)
+    x, q_all, tau = _readout_inputs(video, queries, cls, temperature, normalize)
+    if reference is not None:
+        if not isinstance(reference, torch.Tensor) or tuple(reference.shape) != tuple(q_all.shape):
+            raise ValueError(f"reference must be the (M, d) = {tuple(q_all.shape)} tensor returned by "
+                             "readout_reference for the same video and options")
+    y = reduced.tokens.to(torch.float32)
+    if normalize:
+        y = _unit(y)
+    log_mass = torch.log(reduced.mass.to(torch.float32).to(y.device))
+    scores = []
+    for i, q in enumerate(q_all.split(_CHUNK)):
+        full = (_readout(q, x, x, None, 1.0 / tau) if reference is None
+                else reference[i * _CHUNK:i * _CHUNK + q.shape[0]])
+        red = _readout(q, y, y, log_mass, 1.0 / tau)
+        scores.append(Fn.cosine_similarity(full, red, dim=-1, eps=1e-12))
+    return float(torch.cat(scores).mean())
+
+
+def _readout_inputs(video, queries, cls, temperature, normalize):
     d = video.dim
     tau = math.sqrt(d) if temperature is None else check_number("temperature", temperature, low=0, low_open=True)
     parts = []
@@ -212,19 +234,36 @@ def attention_readout(video: VideoTokens, reduced: ReducedVideo, queries: torch.
     if cls is not None:
         parts.append(_check_vectors("cls", cls, video.num_frames, d))
     x = _flat(video).to(torch.float32)
-    y = reduced.tokens.to(torch.float32)
     q_all = torch.cat([p.to(torch.float32) for p in parts]) if parts else x
     if queries is None and cls is not None:
         q_all = torch.cat([x, q_all])
     if normalize:
-        x, y, q_all = _unit(x), _unit(y), _unit(q_all)
-    log_mass = torch.log(reduced.mass.to(torch.float32).to(y.device))
-    scores = []
-    for q in q_all.split(_CHUNK):
-        full = _readout(q, x, x, None, 1.0 / tau)
-        red = _readout(q, y, y, log_mass, 1.0 / tau)
-        scores.append(Fn.cosine_similarity(full, red, dim=-1, eps=1e-12))
-    return float(torch.cat(scores).mean())
+        x, q_all = _unit(x), _unit(q_all)
+    return x, q_all, tau
+
+
+def readout_reference(video: VideoTokens, queries: torch.Tensor | None = None, cls: torch.Tensor | None = None,
+                      temperature: float | None = None, normalize: bool = False) -> torch.Tensor:
+    r"""The full-token readouts :math:`o(q)` of :func:`attention_readout`, computed once.
+
+    Pass the result as ``reference=`` to :func:`attention_readout` for every reducer
+    run on the same video with the same options: half of the metric's cost is this
+    part, which does not depend on the reducer.
+
+    Parameters
+    ----------
+    video, queries, cls, temperature, normalize
+        As :func:`attention_readout`.
+
+    Returns
+    -------
+    torch.Tensor, shape (M, d), float32
+        One readout per query (M = F * N input tokens, plus F with ``cls``).
+    """
+    if not isinstance(video, VideoTokens):
+        raise TypeError(f"video must be a VideoTokens, got {type(video).__name__}")
+    x, q_all, tau = _readout_inputs(video, queries, cls, temperature, normalize)
+    return torch.cat([_readout(q, x, x, None, 1.0 / tau) for q in q_all.split(_CHUNK)])
 
 
 def _check_vectors(name: str, t: object, rows: int | None, d: int) -> torch.Tensor:
@@ -322,7 +361,7 @@ def temporal_localization(reduced: ReducedVideo, between_tokens: torch.Tensor,
 
 def evaluate(video: VideoTokens, reduced: ReducedVideo, cls: torch.Tensor | None = None,
              between: tuple[torch.Tensor, torch.Tensor] | None = None,
-             weights: torch.Tensor | None = None) -> dict[str, float]:
+             weights: torch.Tensor | None = None, cache: dict | None = None) -> dict[str, float]:
     """Every metric that applies, by name.
 
     Parameters
@@ -337,6 +376,10 @@ def evaluate(video: VideoTokens, reduced: ReducedVideo, cls: torch.Tensor | None
         (:func:`temporal_localization`).
     weights : torch.Tensor, shape (F, N), optional
         Passed to :func:`reconstruction`.
+    cache : dict, optional
+        One empty dict per video, passed to every call for that video: the
+        full-token readouts (:func:`readout_reference`) are computed on the first
+        call and reused, which halves the cost of evaluating many reducers.
 
     Returns
     -------
@@ -347,16 +390,30 @@ def evaluate(video: VideoTokens, reduced: ReducedVideo, cls: torch.Tensor | None
     Raises
     ------
     TypeError, ValueError
-        As the individual metrics.
+        As the individual metrics; ``ValueError`` if ``cache`` was filled for another video.
     """
+    if cache is not None:
+        if not isinstance(cache, dict):
+            raise TypeError(f"cache must be a dict (one per video), got {type(cache).__name__}")
+        if cache.setdefault("video", video) is not video:
+            raise ValueError("this cache was filled for another video: use one empty dict per video")
+
+    def reference(key, **kw):
+        if cache is None:
+            return None
+        if key not in cache:
+            cache[key] = readout_reference(video, **kw)
+        return cache[key]
+
     out = {
         "reconstruction": reconstruction(video, reduced, weights),
         "coverage": coverage(video, reduced),
-        "readout": attention_readout(video, reduced),
+        "readout": attention_readout(video, reduced, reference=reference("readout")),
     }
     if cls is not None:
         _check_vectors("cls", cls, video.num_frames, video.dim)
-        out["readout_cls"] = attention_readout(video, reduced, queries=cls)
+        out["readout_cls"] = attention_readout(video, reduced, queries=cls,
+                                               reference=reference("readout_cls", queries=cls))
     if between is not None:
         if not isinstance(between, (tuple, list)) or len(between) != 2:
             raise TypeError("between must be a pair (tokens (B, M, d), positions (B,))")
