@@ -162,7 +162,7 @@ def sinkhorn(
     max_iter = check_int("max_iter", max_iter, low=1)
     tol = check_number("tol", tol, low=0.0, low_open=True)
     method = check_choice("method", method, ("auto", "scaling", "log"))
-    work = torch.float64 if cost.dtype == torch.float64 else torch.float32
+    work = torch.promote_types(cost.dtype, torch.float32)  # fp16/bf16 -> fp32; fp64 stays
     C = cost.to(work)
     # a float64 sum of finite fp16/bf16/fp32 values cannot overflow: finite iff every entry is
     if not bool(torch.isfinite(C.sum(dtype=torch.float64))) and not (

@@ -8,12 +8,32 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F_
 
-__all__ = ["spread_counts", "unit_rows", "nearest_kept", "rows_of_kept", "check_per_frame_budget", "work_dtype"]
+__all__ = ["spread_counts", "unit_rows", "nearest_kept", "rows_of_kept", "check_per_frame_budget", "work_dtype",
+           "distinctiveness"]
 
 
 def work_dtype(dtype: torch.dtype) -> torch.dtype:
     """Dtype to compute in: float32 for fp16/bf16/fp32 input, float64 for float64 input."""
     return torch.promote_types(dtype, torch.float32)
+
+
+def distinctiveness(x: torch.Tensor) -> torch.Tensor:
+    """Attention-free importance: ``1 - cos(token, mean token of its frame)``.
+
+    Parameters
+    ----------
+    x : torch.Tensor, shape (F, N, d), float32 or float64
+
+    Returns
+    -------
+    torch.Tensor, shape (F, N), in [0, 2]
+        Higher = less like the frame's average. One bmm against the frame means
+        (no F x N x d temporary); a zero vector scores 1.
+    """
+    mean = x.mean(1)  # (F, d)
+    dot = torch.bmm(x, mean.unsqueeze(-1)).squeeze(-1)
+    norms = torch.linalg.vector_norm(x, dim=-1) * torch.linalg.vector_norm(mean, dim=-1, keepdim=True)
+    return 1.0 - dot / norms.clamp_min(1e-12)
 
 
 def spread_counts(total: int, parts: int, device: torch.device | str = "cpu") -> torch.Tensor:

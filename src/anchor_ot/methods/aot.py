@@ -61,11 +61,10 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as Fn
 
 from anchor_ot._validation import check_choice, check_int, check_number
 from anchor_ot.methods import register
-from anchor_ot.methods._frames import spread_counts, work_dtype
+from anchor_ot.methods._frames import distinctiveness, spread_counts, work_dtype
 from anchor_ot.methods.base import Reducer, assemble, default_budget
 from anchor_ot.ot import sinkhorn
 from anchor_ot.segment import uniform_segments
@@ -351,9 +350,7 @@ class AOT(Reducer):
             note = "given" if (video.global_scores is not None and video.local_scores is not None) else (
                 "one score given, used for both local and global anchors")
             return g.to(work), loc.to(work), note
-        X = video.tokens.to(work)
-        mean = X.mean(1, keepdim=True)
-        dist = 1.0 - Fn.cosine_similarity(X, mean, dim=-1)
+        dist = distinctiveness(video.tokens.to(work))
         return dist, dist, "fallback: no attention scores given; distinctiveness 1 - cos(token, frame mean)"
 
     def _select_anchors(self, video: VideoTokens, M_f: torch.Tensor, work) -> tuple[torch.Tensor, str]:

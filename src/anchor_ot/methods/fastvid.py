@@ -12,6 +12,7 @@ from anchor_ot.methods import register
 from anchor_ot.methods._density import (
     attach_orphans, dpc_knn_scores, pairwise_dist, rank_desc, split_budget,
 )
+from anchor_ot.methods._frames import distinctiveness
 from anchor_ot.methods.base import Reducer, assemble
 from anchor_ot.segment import dynamic_segments
 from anchor_ot.types import ReducedVideo, VideoTokens
@@ -131,9 +132,7 @@ class FastVID(Reducer):
             score = video.global_scores.to(x.dtype)
             info["scores"] = "global_scores"
         else:
-            dot = torch.bmm(x, frame_mean.unsqueeze(-1)).squeeze(-1)     # (F, N), no F x N x D temporary
-            norms = torch.linalg.vector_norm(x, dim=-1) * torch.linalg.vector_norm(frame_mean, dim=-1, keepdim=True)
-            score = 1.0 - dot / norms.clamp_min(1e-12)
+            score = distinctiveness(x)                                   # (F, N)
             info["scores"] = "fallback: 1 - cos(token, frame mean token)"
 
         segments = dynamic_segments(frame_mean, tau=self.tau, c=self.c)
