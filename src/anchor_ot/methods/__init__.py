@@ -83,3 +83,4 @@ from anchor_ot.methods import fastvid  # noqa: E402,F401
 from anchor_ot.methods import prunevid  # noqa: E402,F401
 from anchor_ot.methods import ottvid  # noqa: E402,F401
 from anchor_ot.methods import aot_dyn  # noqa: E402,F401
+from anchor_ot.methods import aot_plus  # noqa: E402,F401

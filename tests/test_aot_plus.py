@@ -1,0 +1,254 @@
+"""``aot+``: exact budgets, planted structure with known answers, each option checked by value."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from anchor_ot import methods
+from anchor_ot.methods.aot_plus import AOTPlus, group_budget, kcenter_anchors, static_positions
+from anchor_ot.types import VideoTokens
+
+
+def planted(F=8, grid=(4, 4), d=16, k=3, noise=1e-3, seed=0, per_frame=False):
+    """Tokens drawn from ``k`` orthogonal directions (per clip of 4 frames, or per frame).
+
+    Returns the video and the label of every token (F, N).
+    """
+    g = torch.Generator().manual_seed(seed)
+    N = grid[0] * grid[1]
+    basis = torch.linalg.qr(torch.randn(d, d, generator=g))[0][:, : k * (F if per_frame else 1)].T * 5.0
+    labels = torch.randint(0, k, (F, N), generator=g)
+    labels[:, :k] = torch.arange(k)  # every cluster present in every frame
+    offset = (torch.arange(F)[:, None] * k) if per_frame else 0
+    x = basis[labels + offset] + noise * torch.randn(F, N, d, generator=g)
+    return VideoTokens(x, grid=grid, global_scores=torch.rand(F, N, generator=g)), labels
+
+
+def partition(assign: torch.Tensor) -> set:
+    groups: dict[int, list[int]] = {}
+    for i, a in enumerate(assign.tolist()):
+        groups.setdefault(a, []).append(i)
+    return {tuple(v) for v in groups.values()}
+
+
+# -- exact budget ----------------------------------------------------------------------------
+
+OPTIONS = [{}, {"assign": "ot"}, {"assign": "ot", "anchor_marginal": "uniform"}, {"init": "attention"},
+           {"init": "grid"}, {"init": "random"}, {"static_tau": 0.5}, {"group": "frame"},
+           {"group": "frame", "static_tau": 0.5}, {"clips": "dynamic"}, {"clip_length": 1},
+           {"clip_length": 3}, {"budget": "tokens"}, {"output": "medoid"}, {"score_weight": 1.0},
+           {"frame_penalty": 0.0}, {"frame_penalty": 5.0}, {"iters": 1}]
+
+
+@pytest.mark.parametrize("opts", OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default")
+@pytest.mark.parametrize("F,grid", [(7, (5, 6)), (1, (3, 3))])
+@pytest.mark.parametrize("retention", [0.01, 0.3, 1.0])
+def test_exact_budget_and_bookkeeping(opts, F, grid, retention):
+    video, _ = planted(F=F, grid=grid, d=8, k=2, noise=0.3)
+    red = methods.get("aot+", retention=retention, **opts)
+    K = red.num_kept(F, grid)
+    out = red(video)
+    out.validate()
+    assert out.num_tokens == K
+    N = grid[0] * grid[1]
+    assert K == max(round(retention * F * N), red.min_clips(F))
+    assert int(out.mass.sum()) == F * N and bool((out.mass >= 1).all())
+    assert out.source_index.unique().numel() == K
+    if opts.get("output") != "medoid" and K < F * N:
+        # every output token is the plain mean of the input tokens assigned to it (hard merge)
+        x = video.tokens.reshape(F * N, -1)
+        sums = torch.zeros_like(out.tokens).index_add_(0, out.assignment, x)
+        torch.testing.assert_close(out.tokens, sums / out.mass[:, None], atol=1e-5, rtol=1e-5)
+    if opts.get("output") == "medoid":
+        torch.testing.assert_close(out.tokens, video.tokens.reshape(F * N, -1)[out.source_index])
+
+
+def test_identity_at_full_retention():
+    video, _ = planted()
+    out = methods.get("aot+", retention=1.0)(video)
+    torch.testing.assert_close(out.tokens, video.tokens.reshape(-1, video.dim))
+    assert torch.equal(out.assignment, torch.arange(video.num_frames * video.tokens_per_frame))
+
+
+# -- planted structure -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("opts", [{}, {"assign": "ot"}, {"init": "random"}, {"frame_penalty": 0.0}])
+def test_recovers_planted_clusters_per_clip(opts):
+    """k directions shared by all frames, K = k per clip and no frame penalty: each output token
+    is exactly one planted cluster of its clip (whatever frame its tokens sit in)."""
+    F, grid, k = 8, (4, 4), 3
+    video, labels = planted(F=F, grid=grid, k=k)
+    opts = {"frame_penalty": 0.0, **opts}
+    red = AOTPlus(retention=2 * k / (F * 16), clip_length=4, **opts)  # 2 clips x k anchors
+    out = red(video)
+    assert out.num_tokens == 2 * k
+    clip = torch.arange(F).repeat_interleave(16) // 4
+    truth = partition(clip * k + labels.reshape(-1))
+    assert partition(out.assignment) == truth
+    # each token is its cluster's mean: cosine ~1 with every member
+    x = video.tokens.reshape(F * 16, -1)
+    cos = torch.nn.functional.cosine_similarity(x, out.tokens[out.assignment], dim=-1)
+    assert float(cos.min()) > 0.999
+
+
+def test_frame_penalty_keeps_anchors_in_their_frame():
+    """Per-frame planted directions with large cross-frame penalty: every output token stands only
+    for tokens of its own frame; without the penalty a static video shares anchors across frames."""
+    F, grid, k = 4, (4, 4), 2
+    video, labels = planted(F=F, grid=grid, k=k, per_frame=True)
+    out = AOTPlus(retention=F * k / (F * 16), clip_length=4, frame_penalty=5.0)(video)
+    frame_of_token = torch.arange(F).repeat_interleave(16)
+    assert torch.equal(out.frame_index[out.assignment], frame_of_token)
+    assert partition(out.assignment) == partition(frame_of_token * k + labels.reshape(-1))
+    # identical frames: with no penalty, k anchors suffice for the whole clip and absorb all frames
+    same = VideoTokens(video.tokens[:1].expand(F, -1, -1).contiguous(), grid=grid)
+    out0 = AOTPlus(retention=k / (F * 16), clip_length=4, frame_penalty=0.0)(same)
+    assert out0.num_tokens == k and set(out0.mass.tolist()) == {float(F * int((labels[0] == j).sum()))
+                                                                for j in range(k)}
+
+
+def test_source_is_the_medoid():
+    """An output token sits at the input token most similar to its mean."""
+    video, _ = planted(F=4, noise=0.2, k=2)
+    out = AOTPlus(retention=0.25)(video)
+    x = torch.nn.functional.normalize(video.tokens.reshape(-1, video.dim), dim=-1)
+    y = torch.nn.functional.normalize(out.tokens, dim=-1)
+    cos = (x * y[out.assignment]).sum(-1)
+    for j in range(out.num_tokens):
+        members = (out.assignment == j).nonzero().squeeze(1)
+        assert int(out.source_index[j]) == int(members[cos[members].argmax()])
+
+
+# -- helpers against independent references ----------------------------------------------------
+
+def test_kcenter_matches_a_plain_greedy_loop():
+    g = torch.Generator().manual_seed(3)
+    u = torch.nn.functional.normalize(torch.randn(3, 40, 8, generator=g, dtype=torch.float64), dim=-1)
+    valid = torch.rand(3, 40, generator=g) > 0.2
+    counts = torch.tensor([5, 9, 1])
+    picks = kcenter_anchors(u, valid, counts)
+    un = u.numpy()
+    for b in range(3):
+        ok = np.nonzero(valid[b].numpy())[0]
+        mean = un[b][ok].sum(0)
+        chosen = [int(ok[np.argmax(un[b][ok] @ mean)])]
+        while len(chosen) < int(counts[b]):
+            best = (un[b][ok] @ un[b][chosen].T).max(1)
+            best[np.isin(ok, chosen)] = 2.0
+            chosen.append(int(ok[np.argmin(best)]))
+        assert picks[b, : int(counts[b])].tolist() == chosen
+
+
+def test_kcenter_penalty_prefers_own_frame_coverage():
+    """Two identical frames: without penalty one copy of each direction suffices, so the second
+    pick is the other direction; with a large penalty the other frame's copy is 'far'."""
+    e = torch.eye(4, dtype=torch.float64)
+    u = torch.stack([e[0], e[0] * 0.999 + e[1] * 0.045, e[0], e[0] * 0.999 + e[1] * 0.045])
+    u = torch.nn.functional.normalize(u, dim=-1)[None]
+    frame = torch.tensor([[0, 0, 1, 1]])
+    valid = torch.ones(1, 4, dtype=torch.bool)
+    start = torch.tensor([0])
+    no_pen = kcenter_anchors(u, valid, torch.tensor([2]), start=start)
+    pen = kcenter_anchors(u, valid, torch.tensor([2]), start=start, frame=frame, penalty=1.0)
+    assert no_pen[0].tolist() == [0, 1] or no_pen[0].tolist() == [0, 3]
+    assert pen[0, 1].item() in (2, 3)
+
+
+def test_static_positions_matches_a_loop():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(7, 6, 5, generator=g)
+    x[:, :3] = x[:1, :3] + 0.01 * torch.randn(7, 3, 5, generator=g)  # positions 0-2 static
+    x[4, 1] = -x[4, 1]  # breaks position 1 in the clip holding frame 4
+    clip_of = torch.tensor([0, 0, 0, 1, 1, 1, 2])
+    got = static_positions(x, clip_of, 3, 0.9)
+    u = torch.nn.functional.normalize(x, dim=-1)
+    for c in range(3):
+        fr = (clip_of == c).nonzero().squeeze(1).tolist()
+        for n in range(6):
+            want = len(fr) > 1 and all(float(u[a, n] @ u[b, n]) > 0.9 for a, b in zip(fr, fr[1:]))
+            assert bool(got[c, n]) == want, (c, n)
+    assert got[0, :3].all() and not got[1, 1] and got[1, 0] and not got[2].any()
+
+
+def test_group_budget_exact_and_capped():
+    caps = torch.tensor([10, 0, 3, 50])
+    out = group_budget(20, torch.tensor([10.0, 0.0, 3.0, 50.0]), caps)
+    assert int(out.sum()) == 20 and out[1] == 0 and bool((out <= caps).all()) and bool((out[caps > 0] >= 1).all())
+    # by hand: one each for the 3 non-empty groups, then 17 by weight 10:3:50 -> 2.70, 0.81, 13.49,
+    # floors 2, 0, 13 and the 2 left to the largest remainders (0.81, 0.70)
+    assert out.tolist() == [4, 0, 2, 14]
+
+
+def test_static_merge_counts_a_static_position_once():
+    """A static video (identical frames): with static merging, K = N/2 per clip of 4 frames keeps
+    the clip's static points, each a mean of 4 tokens, so every output token has mass >= 4."""
+    video, _ = planted(F=4, noise=0.0, k=3)
+    same = VideoTokens(video.tokens[:1].expand(4, -1, -1).contiguous(), grid=video.grid)
+    out = AOTPlus(retention=8 / 64, static_tau=0.9, frame_penalty=0.0)(same)
+    assert out.num_tokens == 8 and bool((out.mass >= 4).all())
+    assert out.info["static_positions"] == 16
+
+
+def test_ot_assignment_matches_pot_plan_argmax():
+    """The 'ot' assignment is the argmax over anchors of the entropic plan, checked against POT."""
+    ot = pytest.importorskip("ot")
+    g = torch.Generator().manual_seed(1)
+    cos = torch.rand(1, 4, 30, generator=g, dtype=torch.float64) * 2 - 1
+    weight = torch.ones(1, 30, dtype=torch.float64)
+    valid_a = torch.ones(1, 4, dtype=torch.bool)
+    red = AOTPlus(assign="ot", anchor_marginal="uniform", eps=0.1, tol=1e-9, max_iter=5000)
+    got = red._assign(cos, valid_a, weight, {})
+    plan = ot.sinkhorn(np.full(4, 0.25), np.full(30, 1 / 30), (1 - cos[0]).numpy(), 0.1, numItermax=5000,
+                       stopThr=1e-12)
+    assert got[0].tolist() == plan.argmax(0).tolist()
+    # with the anchors' own nearest-assignment masses as marginal and small eps, the plan's argmax
+    # is the nearest anchor (the nearest assignment is the exact transport plan for those masses)
+    red = AOTPlus(assign="ot", anchor_marginal="mass", eps=0.005, tol=1e-9, max_iter=20000)
+    assert torch.equal(red._assign(cos, valid_a, weight, {}), cos.argmax(1))
+
+
+def test_attention_init_misses_what_kcenter_covers():
+    """4 directions x 4 tokens; the 4 top attention scores all sit on direction 0. With one step,
+    attention anchors leave directions 1-3 without a token of their own; k-center covers all 4."""
+    g = torch.Generator().manual_seed(0)
+    e = torch.eye(8)
+    x = (e[torch.arange(16) % 4] + 0.01 * torch.randn(16, 8, generator=g))[None] * 3.0
+    scores = torch.where(torch.arange(16) % 4 == 0, 10.0, 1.0)[None] + 0.01 * torch.arange(16.0)
+    v = VideoTokens(x, grid=(4, 4), global_scores=scores)
+
+    def best_cos(out):
+        y = torch.nn.functional.normalize(out.tokens, dim=-1)
+        return (y @ e[:4].T).amax(0)  # best cosine of each direction to any output token
+
+    att = AOTPlus(retention=4 / 16, init="attention", iters=1)(v)
+    kc = AOTPlus(retention=4 / 16, init="kcenter", iters=1)(v)
+    assert bool((best_cos(kc) > 0.99).all())
+    assert float(best_cos(att)[1:].min()) < 0.9
+    assert sorted((att.source_index % 4).tolist()).count(0) >= 3
+
+
+def test_budget_option_points_vs_tokens():
+    """budget='points' gives a clip with static positions fewer anchors than budget='tokens'."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 16, 8, generator=g)
+    x[:4] = x[:1]  # first clip fully static
+    v = VideoTokens(x, grid=(4, 4))
+    pts = AOTPlus(retention=0.25, static_tau=0.9, budget="points", frame_penalty=0.0)(v)
+    tok = AOTPlus(retention=0.25, static_tau=0.9, budget="tokens", frame_penalty=0.0)(v)
+    first = lambda out: int((out.frame_index < 4).sum())  # noqa: E731
+    assert first(pts) < first(tok) == 16
+
+
+@pytest.mark.parametrize("bad", [{"clips": "x"}, {"clip_length": 0}, {"static_tau": 2.0}, {"budget": "y"},
+                                 {"init": "z"}, {"iters": 0}, {"assign": "w"}, {"eps": 0.0},
+                                 {"frame_penalty": -1.0}, {"group": "v"}, {"output": "u"}, {"score_weight": -1}])
+def test_bad_parameters_raise(bad):
+    with pytest.raises((ValueError, TypeError)):
+        AOTPlus(**bad)
+
+
+def test_registered():
+    assert "aot+" in methods.available()
+    assert methods.get("aot+:ot").assign == "ot"
