@@ -41,47 +41,40 @@ from anchor_ot.metrics import evaluate
 BASE: dict = {}
 SWEEP: dict[str, dict] = {
     "base": {},
-    # anchors
+    # anchors (base: k-center in rounds of one pick per frame)
+    "init=kcenter": {"init": "kcenter"},  # sequential farthest-point over the clip
+    "init=kcenter+attention": {"init": "kcenter", "score_weight": 0.5},
+    "init=grid": {"init": "grid"},
     "init=attention": {"init": "attention"},
     "init=random": {"init": "random"},
-    "init=grid": {"init": "grid"},
-    "group=frame": {"group": "frame"},
-    "frame+grid": {"group": "frame", "init": "grid"},
-    "frame+grid+nearest": {"group": "frame", "init": "grid", "assign": "nearest"},
-    "frame+nearest": {"group": "frame", "assign": "nearest"},
-    "frame+nearest static off": {"group": "frame", "assign": "nearest", "static_tau": None},
-    "nearest static off": {"assign": "nearest", "static_tau": None},
-    "nso pen=0.02": {"assign": "nearest", "static_tau": None, "frame_penalty": 0.02},
-    "nso pen=0.05": {"assign": "nearest", "static_tau": None, "frame_penalty": 0.05},
-    "nso pen=0.1": {"assign": "nearest", "static_tau": None, "frame_penalty": 0.1},
-    "nearest pen=0.05": {"assign": "nearest", "frame_penalty": 0.05},
-    "nso pen=0.05 iters=1": {"assign": "nearest", "static_tau": None, "frame_penalty": 0.05, "iters": 1},
-    "frame+nearest static off iters=1": {"group": "frame", "assign": "nearest", "static_tau": None, "iters": 1},
-    "frame+nearest iters=1": {"group": "frame", "assign": "nearest", "iters": 1},
-    "frame+grid+nearest iters=5": {"group": "frame", "init": "grid", "assign": "nearest", "iters": 5},
-    "kcenter+attention w=0.5": {"score_weight": 0.5},
-    "kcenter+attention w=2": {"score_weight": 2.0},
-    # plan / barycentre alternations
+    # plan / barycentre alternations (base: 2, nearest anchor)
     "iters=1": {"iters": 1},
-    "iters=2": {"iters": 2},
+    "iters=3": {"iters": 3},
     "iters=5": {"iters": 5},
-    "assign=nearest": {"assign": "nearest"},
-    "marginal=uniform": {"anchor_marginal": "uniform"},
-    "eps=0.1": {"eps": 0.1},
-    "eps=0.02": {"eps": 0.02},
-    # aggregation
+    "assign=ot": {"assign": "ot"},
+    "assign=ot uniform": {"assign": "ot", "anchor_marginal": "uniform"},
+    # aggregation and placement
     "output=medoid": {"output": "medoid"},
-    # temporal merge and clips
-    "static off": {"static_tau": None},
-    "static_tau=0.8": {"static_tau": 0.8},
-    "static_tau=0.95": {"static_tau": 0.95},
+    "placement=medoid": {"placement": "medoid"},
+    # spatio-temporal cost (base: 0.015, step)
+    "penalty=0": {"frame_penalty": 0.0},
+    "penalty=0.01": {"frame_penalty": 0.01},
+    "penalty=0.03": {"frame_penalty": 0.03},
+    "penalty=0.1": {"frame_penalty": 0.1},
+    "penalty linear 0.005": {"penalty_shape": "linear", "frame_penalty": 0.005},
+    # temporal merge and clips (base: no static merge, clip length round(0.4 / r))
+    "static_tau=0.9": {"static_tau": 0.9},
     "clips=dynamic": {"clips": "dynamic"},
     "clip_length=1": {"clip_length": 1},
-    "clip_length=2": {"clip_length": 2},
+    "clip_length=4": {"clip_length": 4},
     "clip_length=8": {"clip_length": 8},
-    "budget=tokens": {"budget": "tokens"},
-    # AOT as published, expressed with these options (attention anchors, balanced plan, one step)
-    "aot-like": {"init": "attention", "anchor_marginal": "uniform", "iters": 1, "static_tau": None, "eps": 0.1},
+    "clip_length=16": {"clip_length": 16},
+    "group=frame": {"group": "frame"},
+    # numerics
+    "sim_dtype=float32": {"sim_dtype": "float32"},
+    # AOT's published choices in this frame (attention anchors, balanced plan, one step, 4-frame clips)
+    "aot-like": {"init": "attention", "assign": "ot", "anchor_marginal": "uniform", "eps": 0.1, "iters": 1,
+                 "clip_length": 4, "frame_penalty": 0.0, "placement": "medoid"},
 }
 REFERENCES = ("random", "prunevid", "aot")
 METRICS = ("coverage", "readout", "temporal", "readout_cls", "reconstruction")

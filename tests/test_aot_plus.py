@@ -199,14 +199,14 @@ def test_ot_assignment_matches_pot_plan_argmax():
     weight = torch.ones(1, 30, dtype=torch.float64)
     valid_a = torch.ones(1, 4, dtype=torch.bool)
     red = AOTPlus(assign="ot", anchor_marginal="uniform", eps=0.1, tol=1e-9, max_iter=5000)
-    got = red._assign(cos, valid_a, weight, {})
+    got = red._assign(cos.transpose(1, 2), valid_a, weight, {})
     plan = ot.sinkhorn(np.full(4, 0.25), np.full(30, 1 / 30), (1 - cos[0]).numpy(), 0.1, numItermax=5000,
                        stopThr=1e-12)
     assert got[0].tolist() == plan.argmax(0).tolist()
     # with the anchors' own nearest-assignment masses as marginal and small eps, the plan's argmax
     # is the nearest anchor (the nearest assignment is the exact transport plan for those masses)
     red = AOTPlus(assign="ot", anchor_marginal="mass", eps=0.005, tol=1e-9, max_iter=20000)
-    assert torch.equal(red._assign(cos, valid_a, weight, {}), cos.argmax(1))
+    assert torch.equal(red._assign(cos.transpose(1, 2), valid_a, weight, {}), cos.argmax(1))
 
 
 def test_attention_init_misses_what_kcenter_covers():
@@ -235,8 +235,8 @@ def test_budget_option_points_vs_tokens():
     x = torch.randn(8, 16, 8, generator=g)
     x[:4] = x[:1]  # first clip fully static
     v = VideoTokens(x, grid=(4, 4))
-    pts = AOTPlus(retention=0.25, static_tau=0.9, budget="points", frame_penalty=0.0)(v)
-    tok = AOTPlus(retention=0.25, static_tau=0.9, budget="tokens", frame_penalty=0.0)(v)
+    pts = AOTPlus(retention=0.25, static_tau=0.9, budget="points", frame_penalty=0.0, clip_length=4)(v)
+    tok = AOTPlus(retention=0.25, static_tau=0.9, budget="tokens", frame_penalty=0.0, clip_length=4)(v)
     first = lambda out: int((out.frame_index < 4).sum())  # noqa: E731
     assert first(pts) < first(tok) == 16
 
