@@ -373,3 +373,77 @@ def numpy_holitom(x, s, r, tau, beta, K):
             rows.append((a * N + st[cc], tok))
     rows.sort(key=lambda t: t[0])
     return np.stack([t for _, t in rows]), [i for i, _ in rows]
+
+
+# =============================================================== FastVID: the official split
+def _scored_video(F, h, w, d=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(F, h * w, d, generator=g, dtype=torch.float64)
+    s = torch.rand(F, h * w, generator=g, dtype=torch.float64)
+    return VideoTokens(x, (h, w), global_scores=s)
+
+
+def test_fastvid_official_split_single_frame_clips():
+    # K = F * int(196 * r) = 3 x 19: the authors keep 19 per frame, 12 salient by attention
+    # (19 - int(19 * 0.4)) and 7 density-peak context tokens. 3 < c frames: every frame is a clip.
+    v = _scored_video(3, 14, 14)
+    m = methods.get("fastvid", retention=19 / 196)
+    assert m.num_kept(3, (14, 14)) == 57
+    out = m(v)
+    assert out.info["segments"] == [(0, 1), (1, 2), (2, 3)]
+    assert out.info["num_salient"] == 36 and out.info["num_context"] == 21
+    for f in range(3):
+        rows = (out.frame_index == f).nonzero().squeeze(1)
+        assert rows.numel() == 19
+        top12 = set(torch.topk(v.global_scores[f], 12).indices.tolist())
+        pos = (out.source_index[rows] % 196).tolist()
+        assert top12 <= set(pos)
+        sal = [i for i, p in zip(rows.tolist(), pos) if p in top12]
+        assert torch.equal(out.tokens[sal], v.tokens[f, [p for p in pos if p in top12]])  # unchanged
+
+
+def test_fastvid_official_split_multi_frame_clip():
+    # one clip of 5 frames (c = 1, tau = -1: no cut), p = 4: anchor frames 0 and 4 (counted from
+    # the end); the clip's context is 5 x 7 = 35: the authors give each anchor 35 // 2 = 17 and
+    # lose one, we give it to the earliest anchor. Salient: 12 in every frame.
+    v = _scored_video(5, 14, 14, seed=1)
+    out = methods.get("fastvid", retention=19 / 196, c=1, tau=-1.0)(v)
+    assert out.info["segments"] == [(0, 5)]
+    assert torch.bincount(out.frame_index, minlength=5).tolist() == [12 + 18, 12, 12, 12, 12 + 17]
+    for f in range(5):
+        pos = set((out.source_index[out.frame_index == f] % 196).tolist())
+        assert set(torch.topk(v.global_scores[f], 12).indices.tolist()) <= pos
+
+
+def test_fastvid_budget_split_rule():
+    m = methods.get("fastvid", retention=0.1)
+    # K = 627 over 32 frames of 196: shares 19 or 20; salient 19 - 7 = 12 and 20 - 8 = 12
+    sal, ctx = m.budget_split(627, 32, 196, [(f, f + 1) for f in range(32)])
+    assert sal.tolist() == [12] * 32 and int(ctx.sum()) == 627 - 384
+    assert sorted(set(ctx.tolist())) == [7, 8]
+    # high retention: 2 frames of 10 in one clip, p = 4: one anchor (frame 1) cannot hold
+    # int(10 * .4) * 2 = 8 context tokens next to its 6 salient ones -> 4 context, 4 more salient
+    sal, ctx = m.budget_split(20, 2, 10, [(0, 2)])
+    assert ctx.tolist() == [0, 4] and sal.tolist() == [10, 6]
+
+
+# =============================================================== PruneVid: small groups stay whole
+def test_prunevid_leaves_groups_of_14_or_fewer_unclustered():
+    # 2 frames of 6 x 6 in one window: 24 static positions (the same token in both frames) and
+    # 12 dynamic ones per frame. The authors cluster the 24 static tokens to int(24 * .5) = 12
+    # and keep each frame's 12 (<= 14) dynamic tokens as they are: 36 = K at retention 0.5.
+    g = torch.Generator().manual_seed(0)
+    N, d = 36, 16
+    x = torch.randn(2, N, d, generator=g, dtype=torch.float64)
+    dyn = torch.arange(24, 36)
+    x[1, :24] = x[0, :24]
+    x[1, dyn] = torch.randn(12, d, generator=g, dtype=torch.float64)   # unrelated: cos ~ 0 < 0.8
+    out = methods.get("prunevid", retention=0.5)(VideoTokens(x, (6, 6)))
+    assert out.info["windows"] == [(0, 2)]
+    assert out.num_tokens == 36
+    for f in range(2):
+        rows = (out.source_index // N == f) & (out.source_index % N >= 24)
+        assert torch.equal(out.tokens[rows], x[f, dyn])                # every dynamic token, unchanged
+        assert torch.equal(out.mass[rows], torch.ones(12))
+    static_rows = out.source_index % N < 24
+    assert int(static_rows.sum()) == 12 and float(out.mass[static_rows].sum()) == 48.0

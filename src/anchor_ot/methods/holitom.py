@@ -325,13 +325,18 @@ class HoliTom(Reducer):
         assignment = torch.full((T,), -1, dtype=torch.long, device=dev)
         win_mean = torch.zeros(W, N, D, dtype=x.dtype, device=dev).index_add_(0, win_of, x)
         win_mean = win_mean / L.to(x.dtype).view(W, 1, 1)
-        dist = pairwise_dist(win_mean.detach())                                 # (W, N, N)
-        kw = torch.minimum(torch.full_like(c_static, self.k), c_static)
-        score = dpc_knn_scores(dist, static, kw)
-        center = (rank_desc(score) < c_static.unsqueeze(1)) & static            # (W, N)
-        cd = dist.masked_fill(~center.unsqueeze(1), math.inf)
-        near = cd.argmin(-1)                                                    # nearest centre
-        near = torch.where(center, torch.arange(N, device=dev).expand(W, N), near)
+        pos = torch.arange(N, device=dev).expand(W, N)
+        center = torch.zeros(W, N, dtype=torch.bool, device=dev)
+        near = pos.clone()                                                      # nearest centre
+        sel = (c_static > 0).nonzero().squeeze(1)                               # windows with clusters
+        if sel.numel():
+            dist = pairwise_dist(win_mean[sel].detach())                        # (W', N, N)
+            kw = torch.minimum(torch.full_like(c_static[sel], self.k), c_static[sel])
+            score = dpc_knn_scores(dist, static[sel], kw)
+            cen = (rank_desc(score) < c_static[sel].unsqueeze(1)) & static[sel]
+            nr = dist.masked_fill(~cen.unsqueeze(1), math.inf).argmin(-1)
+            center[sel] = cen
+            near[sel] = torch.where(cen, pos[sel], nr)
         member = static & (c_static > 0).unsqueeze(1)                          # (W, N) merged positions
         c_w, c_n = center.nonzero(as_tuple=True)
         Ks = c_w.numel()
