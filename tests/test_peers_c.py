@@ -447,3 +447,16 @@ def test_prunevid_leaves_groups_of_14_or_fewer_unclustered():
         assert torch.equal(out.mass[rows], torch.ones(12))
     static_rows = out.source_index % N < 24
     assert int(static_rows.sum()) == 12 and float(out.mass[static_rows].sum()) == 48.0
+
+
+# =============================================================== fast helpers vs plain torch
+def test_consecutive_cosine_and_channel_variance_match_plain_formulas():
+    from anchor_ot.methods._frames import consecutive_cosine
+    from anchor_ot.methods.vidcom2 import channel_variance
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(5, 7, 9, generator=g, dtype=torch.float64) * torch.rand(9, generator=g, dtype=torch.float64) + 3.0
+    ref = torch.nn.functional.cosine_similarity(x[1:], x[:-1], dim=-1)
+    assert torch.allclose(consecutive_cosine(x), ref, atol=1e-12)
+    assert consecutive_cosine(x[:1]).shape == (0, 7)
+    flat = x.reshape(-1, 9)
+    assert torch.allclose(channel_variance(flat, block=4), flat.var(0, unbiased=False), rtol=1e-10)

@@ -8,7 +8,7 @@ from typing import ClassVar
 import torch
 
 from anchor_ot.methods import register
-from anchor_ot.methods._frames import rows_of_kept, work_dtype
+from anchor_ot.methods._frames import consecutive_cosine, rows_of_kept, work_dtype
 from anchor_ot.methods.base import Reducer, assemble
 from anchor_ot.types import ReducedVideo, VideoTokens
 
@@ -85,7 +85,7 @@ class EVS(Reducer):
         Fr, N, d = x.shape
         dev = x.device
         xf = x.to(work_dtype(x.dtype))
-        change = evs_scores(xf)
+        change = evs_scores(xf.detach())
         order = torch.argsort(change.reshape(-1), descending=True, stable=True)
         keep_flat = torch.zeros(Fr * N, dtype=torch.bool, device=dev)
         keep_flat[order[:num_kept]] = True
@@ -113,9 +113,5 @@ def evs_scores(x: torch.Tensor) -> torch.Tensor:
         Frame 0 scores 255 (above any dissimilarity, which lies in [0, 2]), as in
         vLLM, so the first frame always ranks first.
     """
-    out = torch.full(x.shape[:2], 255.0, dtype=x.dtype, device=x.device)
-    if x.shape[0] > 1:
-        norms = torch.linalg.vector_norm(x, dim=-1)
-        dot = torch.linalg.vecdot(x[1:], x[:-1])
-        out[1:] = 1.0 - dot / (norms[1:] * norms[:-1]).clamp_min(1e-12)
-    return out
+    first = torch.full((1, x.shape[1]), 255.0, dtype=x.dtype, device=x.device)
+    return torch.cat([first, 1.0 - consecutive_cosine(x)], 0)

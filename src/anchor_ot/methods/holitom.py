@@ -11,7 +11,7 @@ import torch
 from anchor_ot._validation import check_int, check_number
 from anchor_ot.methods import register
 from anchor_ot.methods._density import attach_orphans, dpc_knn_scores, pairwise_dist, rank_desc
-from anchor_ot.methods._frames import distinctiveness, unit_rows, work_dtype
+from anchor_ot.methods._frames import consecutive_cosine, distinctiveness, unit_rows, work_dtype
 from anchor_ot.methods.base import Reducer, assemble
 from anchor_ot.types import ReducedVideo, VideoTokens
 
@@ -280,8 +280,7 @@ class HoliTom(Reducer):
         info: dict = {"tau": self.threshold}
 
         # --- 1. windows --------------------------------------------------------------
-        u = unit_rows(x.detach())
-        sim = torch.linalg.vecdot(u[1:], u[:-1])                               # (F-1, N)
+        sim = consecutive_cosine(x.detach())                                   # (F-1, N)
         run = static_runs(sim > self.threshold)
         windows, saved = select_windows(window_gains(run), self.max_window)
         W = len(windows)
@@ -323,14 +322,19 @@ class HoliTom(Reducer):
         flat = x.reshape(T, D)
         out_parts, src_parts = [], []
         assignment = torch.full((T,), -1, dtype=torch.long, device=dev)
-        win_mean = torch.zeros(W, N, D, dtype=x.dtype, device=dev).index_add_(0, win_of, x)
-        win_mean = win_mean / L.to(x.dtype).view(W, 1, 1)
         pos = torch.arange(N, device=dev).expand(W, N)
         center = torch.zeros(W, N, dtype=torch.bool, device=dev)
         near = pos.clone()                                                      # nearest centre
         sel = (c_static > 0).nonzero().squeeze(1)                               # windows with clusters
+        local = torch.full((W,), -1, dtype=torch.long, device=dev)
+        local[sel] = torch.arange(sel.numel(), device=dev)
         if sel.numel():
-            dist = pairwise_dist(win_mean[sel].detach())                        # (W', N, N)
+            # window means only where clusters are kept (no W x N x d buffer for the rest)
+            Ws = sel.numel()
+            slot_of = torch.where(local[win_of] >= 0, local[win_of], torch.full_like(win_of, Ws))  # spare slot
+            win_mean = torch.zeros(Ws + 1, N, D, dtype=x.dtype, device=dev).index_add(0, slot_of, x)[:Ws]
+            win_mean = win_mean / L[sel].to(x.dtype).view(-1, 1, 1)              # (W', N, d)
+            dist = pairwise_dist(win_mean.detach())                            # (W', N, N)
             kw = torch.minimum(torch.full_like(c_static[sel], self.k), c_static[sel])
             score = dpc_knn_scores(dist, static[sel], kw)
             cen = (rank_desc(score) < c_static[sel].unsqueeze(1)) & static[sel]
@@ -344,12 +348,11 @@ class HoliTom(Reducer):
         slot[c_w, c_n] = torch.arange(Ks, device=dev)
         owner = torch.where(member, torch.gather(slot, 1, near), torch.full_like(slot, -1))   # (W, N)
         if Ks:
-            o = owner[member]
-            m_rows = win_mean[member]
-            is_c = center[member]
-            cnt = torch.bincount(o[~is_c], minlength=Ks).to(x.dtype)
-            msum = torch.zeros(Ks, D, dtype=x.dtype, device=dev).index_add(0, o[~is_c], m_rows[~is_c])
-            cvec = win_mean[c_w, c_n]
+            m_w, m_n = (member & ~center).nonzero(as_tuple=True)
+            o = owner[m_w, m_n]
+            cnt = torch.bincount(o, minlength=Ks).to(x.dtype)
+            msum = torch.zeros(Ks, D, dtype=x.dtype, device=dev).index_add(0, o, win_mean[local[m_w], m_n])
+            cvec = win_mean[local[c_w], c_n]
             if self.beta is None:      # plain mean of centre and members
                 merged = (cvec + msum) / (cnt + 1).unsqueeze(1)
             else:
@@ -392,16 +395,29 @@ class HoliTom(Reducer):
 
 
 def _nearest_candidate(x: torch.Tensor, out: torch.Tensor, cand: torch.Tensor, assignment: torch.Tensor) -> torch.Tensor:
-    # every unassigned token -> most cosine-similar output row among its frame's candidates
-    # (one padded bmm of (F, N, d) by (F, d, c_max), c_max the largest candidate count)
+    # every unassigned token -> most cosine-similar output row among its frame's candidates.
+    # Two equivalent layouts, the cheaper one is used: one padded bmm of all tokens (F, N, d)
+    # by each frame's candidates (F, d, c_max); or the unassigned tokens alone against all
+    # outputs (O, d) x (d, K), masked to their frame's candidates.
     Fr, N, D = x.shape
     counts = cand.sum(1)
     cmax = int(counts.max()) if Fr else 0
     if cmax == 0:
         return assignment
+    orphan = (assignment < 0).nonzero().squeeze(1)
+    unit = unit_rows(out)
+    if orphan.numel() * out.shape[0] < Fr * N * cmax:
+        sim = x.reshape(Fr * N, D)[orphan] @ unit.T                                 # (O, K)
+        ok = cand[orphan // N]
+        sim = sim.masked_fill_(~ok, -math.inf)
+        best = sim.argmax(1)
+        take = ok.any(1)
+        assignment = assignment.clone()
+        assignment[orphan[take]] = best[take]
+        return assignment
     order = torch.argsort((~cand).to(torch.int8), dim=1, stable=True)[:, :cmax]    # (F, c_max)
     valid = torch.arange(cmax, device=x.device).unsqueeze(0) < counts.unsqueeze(1)
-    vecs = unit_rows(out)[order]                                                   # (F, c_max, d)
+    vecs = unit[order]                                                             # (F, c_max, d)
     sim = torch.bmm(x, vecs.transpose(1, 2)).masked_fill_(~valid.unsqueeze(1), -math.inf)
     best = torch.gather(order, 1, sim.argmax(2)).reshape(-1)
     has = (counts > 0).unsqueeze(1).expand(Fr, N).reshape(-1)
