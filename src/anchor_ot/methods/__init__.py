@@ -83,4 +83,7 @@ from anchor_ot.methods import fastvid  # noqa: E402,F401
 from anchor_ot.methods import prunevid  # noqa: E402,F401
 from anchor_ot.methods import ottvid  # noqa: E402,F401
 from anchor_ot.methods import aot_dyn  # noqa: E402,F401
+from anchor_ot.methods import evs  # noqa: E402,F401
+from anchor_ot.methods import vidcom2  # noqa: E402,F401
+from anchor_ot.methods import holitom  # noqa: E402,F401
 from anchor_ot.methods import aot_plus  # noqa: E402,F401

@@ -28,7 +28,7 @@ def pairwise_dist(x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tenso
     return d2.sqrt_().div_(x.shape[-1] ** 0.5)
 
 
-def dpc_knn_scores(dist: torch.Tensor, valid: torch.Tensor, k: int) -> torch.Tensor:
+def dpc_knn_scores(dist: torch.Tensor, valid: torch.Tensor, k: int | torch.Tensor) -> torch.Tensor:
     """Density-peak score ``rho * delta`` of every point (DPC-kNN).
 
     Parameters
@@ -37,10 +37,11 @@ def dpc_knn_scores(dist: torch.Tensor, valid: torch.Tensor, k: int) -> torch.Ten
         Pairwise distances (self-distance 0).
     valid : torch.BoolTensor, shape (B, n)
         Points taking part; the others get score ``-inf`` and are ignored.
-    k : int
+    k : int or torch.LongTensor of shape (B,)
         Neighbours for the local density ``rho_i = exp(-mean_{j in kNN(i)} d_ij^2)``
         (the point itself counts, as in the reference code); clipped to the
-        number of valid points.
+        number of valid points. A tensor gives each batch its own ``k`` (HoliTom
+        uses ``min(7, clusters)`` per window).
 
     Returns
     -------
@@ -57,9 +58,15 @@ def dpc_knn_scores(dist: torch.Tensor, valid: torch.Tensor, k: int) -> torch.Ten
     big = torch.finfo(dist.dtype).max / 4
     vcol = valid.unsqueeze(1)
     d = dist.masked_fill(~vcol, big)
-    kk = max(1, min(k, n))
-    near = torch.topk(d, kk, dim=-1, largest=False).values
-    ok = near < big
+    if isinstance(k, torch.Tensor):
+        kb = k.to(device=dist.device, dtype=torch.long).clamp(1, n)
+        kk = int(kb.max()) if B else 1
+        near = torch.topk(d, kk, dim=-1, largest=False).values
+        ok = (near < big) & (torch.arange(kk, device=dist.device).view(1, 1, kk) < kb.view(B, 1, 1))
+    else:
+        kk = max(1, min(k, n))
+        near = torch.topk(d, kk, dim=-1, largest=False).values
+        ok = near < big
     cnt = ok.sum(-1).clamp_min(1)
     rho = torch.exp(-(near.masked_fill(~ok, 0.0) ** 2).sum(-1) / cnt)
     idx = torch.arange(n, device=dist.device)

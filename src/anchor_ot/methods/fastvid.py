@@ -12,7 +12,7 @@ from anchor_ot.methods import register
 from anchor_ot.methods._density import (
     attach_orphans, dpc_knn_scores, pairwise_dist, rank_desc, split_budget,
 )
-from anchor_ot.methods._frames import distinctiveness
+from anchor_ot.methods._frames import distinctiveness, spread_counts
 from anchor_ot.methods.base import Reducer, assemble
 from anchor_ot.segment import dynamic_segments
 from anchor_ot.types import ReducedVideo, VideoTokens
@@ -74,20 +74,24 @@ class FastVID(Reducer):
     exact budget or for inputs the official code does not take:
 
     - **Exact budget.** ``K = round(r * F * N)`` (the official code keeps
-      ``F * int(N * r)`` minus rounding losses). ``floor(K * d)`` context tokens are
-      split over the anchor frames in proportion to the length of their clip
-      divided by the clip's anchor count (largest remainder, at most N per
-      frame); what the anchor frames cannot hold goes to the salient share. The
-      ``K - context`` salient tokens are split evenly over all frames, each frame
-      capped by its free slots. Counts are fixed before any feature is read.
+      ``F * int(N * r)`` minus rounding losses). ``K`` is split evenly over the frames
+      and the official per-frame rule is applied to each frame's share ``n_f``
+      (:meth:`budget_split`): ``n_f - int(n_f * d)`` salient tokens, and a clip's
+      ``sum int(n_f * d)`` context tokens shared equally by its anchor frames. When
+      ``K = F * int(N * r)`` (e.g. retention ``19 / 196`` on a 14x14 grid) this is the
+      official split exactly (19 per frame: 12 salient, 7 context) except that the
+      ``total mod anchors`` context tokens the official floor division loses go one
+      each to the clip's earliest anchors. Context an anchor frame cannot hold
+      (high retention; the official code fails there) becomes salient tokens of the
+      same clip. Counts are fixed before any feature is read.
     - **Frame features for DySeg**: the frame's mean token (the official code uses
       SigLIP's attention-pooling head, which the reducer does not see).
     - **Scores**: ``video.global_scores`` (the official code uses the pooling
       head's attention). Without scores the salient tokens are those least
       similar to their frame's mean token (``1 - cos``); ``info["scores"]`` says
       which was used.
-    - Merging averages the raw tokens (the reference code averages unit-normalized
-      ones); an anchor always keeps its own position.
+    - An anchor always keeps its own position (merging averages the raw tokens and
+      assigns by cosine, as the reference code does).
     - DySeg with fewer than ``c`` frames cuts every transition (see
       :func:`~anchor_ot.segment.dynamic_segments`); the official code fails.
     - Tokens of a clip that received no context anchor (only when ``K`` is tiny)
@@ -119,6 +123,39 @@ class FastVID(Reducer):
         self.beta = check_number("beta", self.beta, low=0.0, high=1.0)
         self.k = check_int("k", self.k, low=1)
 
+    def budget_split(self, K: int, num_frames: int, N: int,
+                     segments: list[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Salient and context counts per frame: the authors' rule on each frame's share of K.
+
+        Each frame's share ``n_f`` is ``K`` split evenly (``K // F``, the remainder
+        spread over the video). As in the official code, a frame keeps
+        ``n_f - int(n_f * d)`` salient tokens, and a clip's context tokens,
+        ``sum int(n_f * d)`` over its frames, go to its anchor frames in equal parts.
+        The official code gives each anchor ``floor(total / anchors)`` and loses the
+        remainder; here the remainder goes one each to the clip's earliest anchors.
+        Context an anchor frame cannot hold (more than its non-salient tokens) becomes
+        salient tokens of the clip's frames, spread evenly.
+
+        Returns
+        -------
+        salient, context : torch.LongTensor, shape (F,)
+            Counts summing to ``K``; context is zero off the anchor frames.
+        """
+        share = spread_counts(K, num_frames).tolist()
+        ctx_per_frame = [int(n * self.d) for n in share]        # the official int(n_f * d)
+        sal = torch.tensor([n - c for n, c in zip(share, ctx_per_frame)], dtype=torch.long)
+        ctx = torch.zeros(num_frames, dtype=torch.long)
+        for s, e in segments:                                   # per clip, not per token
+            anc = torch.tensor(anchor_frames([(s, e)], self.p), dtype=torch.long)
+            total = sum(ctx_per_frame[s:e])
+            caps = N - sal[anc]
+            put = min(total, int(caps.sum()))
+            ctx[anc] = split_budget(put, torch.ones(len(anc)), caps)
+            if total > put:                                     # overflow -> salient of the clip
+                room = N - sal[s:e] - ctx[s:e]
+                sal[s:e] += split_budget(total - put, torch.ones(e - s), room)
+        return sal, ctx
+
     def reduce(self, video: VideoTokens, num_kept: int) -> ReducedVideo:
         t = video.tokens
         x = t if t.dtype in (torch.float32, torch.float64) else t.float()
@@ -138,21 +175,10 @@ class FastVID(Reducer):
         segments = dynamic_segments(frame_mean, tau=self.tau, c=self.c)
         info["segments"] = segments
         anchors = anchor_frames(segments, self.p)
-        A = len(anchors)
-        w_anchor = []
-        for s, e in segments:
-            n_anc = -(-(e - s) // self.p)
-            w_anchor.extend([(e - s) / n_anc] * n_anc)
-
-        # --- exact counts, from the shape alone (plus the clip layout) -------------
-        k_ctx = int(K * self.d)
-        k_ctx = min(k_ctx, A * N)
-        ctx_counts = split_budget(k_ctx, torch.tensor(w_anchor), torch.full((A,), N))
-        ctx_f = torch.zeros(Fn, dtype=torch.long)
-        ctx_f[torch.tensor(anchors, dtype=torch.long)] = ctx_counts
-        sal_f = split_budget(K - k_ctx, torch.ones(Fn), N - ctx_f)
+        sal_f, ctx_f = self.budget_split(K, Fn, N, segments)
         info["num_salient"] = int(sal_f.sum())
-        info["num_context"] = k_ctx
+        info["num_context"] = int(ctx_f.sum())
+        ctx_counts = ctx_f[torch.tensor(anchors, dtype=torch.long)]
 
         # --- salient tokens: top global score per frame ----------------------------
         salient = rank_desc(score) < sal_f.to(dev).unsqueeze(1)          # (F, N)

@@ -14,7 +14,11 @@ from anchor_ot.methods._density import (
 from anchor_ot.methods.base import Reducer, assemble
 from anchor_ot.types import ReducedVideo, VideoTokens
 
-__all__ = ["PruneVid", "temporal_windows"]
+__all__ = ["PruneVid", "temporal_windows", "UNCLUSTERED_MAX"]
+
+#: Groups (a window's static tokens, a frame's dynamic tokens) of at most this many tokens
+#: are kept whole, not clustered (the authors' ``if feat.shape[1] > 14`` in ``merge_frames_dynamic``).
+UNCLUSTERED_MAX = 14
 
 
 def _contiguous(labels: list[int]) -> list[int]:
@@ -142,11 +146,16 @@ class PruneVid(Reducer):
     Exact-budget extension (the official kept count is data-dependent, 23-50%):
     the official code clusters every group (a window's static tokens, a frame's
     dynamic tokens) to ``cluster_ratio = 0.5`` of its size when it has more than 14
-    tokens. Here ``K = round(r * F * N)`` is split over the groups instead: one
-    cluster per non-empty group first (the largest groups first if ``K`` is
-    smaller than the number of groups), the rest in proportion to group size
-    minus one, capped by the group size (largest-remainder rounding), so the
-    ``cluster_ratio`` parameter is replaced by the budget. When ``K`` exceeds the
+    tokens, and keeps a group of 14 or fewer as it is. Here ``K = round(r * F * N)``
+    is split over the groups instead. As in the official code, groups of at most
+    :data:`UNCLUSTERED_MAX` (14) tokens are kept whole; each larger group gets one
+    cluster, and the rest of ``K`` goes to the larger groups in proportion to their
+    size minus one, capped by their size (largest-remainder rounding), so the
+    ``cluster_ratio`` parameter is replaced by the budget. Only when ``K`` cannot
+    hold the small groups whole plus one cluster per larger group
+    (``info["small_groups_whole"]`` is then False) are all groups treated alike:
+    one cluster per non-empty group first (the largest groups first if ``K`` is
+    smaller than the number of groups), the rest in proportion to size minus one. When ``K`` exceeds the
     number of tokens left after static averaging, the least static positions
     (lowest mean cosine first) are turned back into dynamic ones until it fits;
     at retention 1.0 the output equals the input. Groups left without a cluster
@@ -226,7 +235,15 @@ class PruneVid(Reducer):
         G = W + Fn
         nonempty = sizes > 0
         n_groups = int(nonempty.sum())
-        if K >= n_groups:
+        small = nonempty & (sizes <= UNCLUSTERED_MAX)
+        large = sizes > UNCLUSTERED_MAX
+        need = int(sizes[small].sum()) + int(large.sum())
+        info["small_groups_whole"] = K >= need
+        if K >= need:      # the authors' rule: groups of <= 14 tokens are not clustered
+            counts = torch.where(small, sizes, large.to(torch.long))
+            spare = torch.where(large, sizes - 1, torch.zeros_like(sizes))
+            counts += split_budget(K - need, spare.double(), spare)
+        elif K >= n_groups:
             counts = nonempty.to(torch.long)
             counts += split_budget(K - n_groups, (sizes - 1).clamp_min(0).double(), (sizes - 1).clamp_min(0))
         else:
