@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from anchor_ot import methods
-from anchor_ot.methods.aot_plus import AOTPlus, group_budget, kcenter_anchors, static_positions
+from anchor_ot.methods.aot_plus import AOTPlus, group_budget, kcenter_anchors, kcenter_rounds, static_positions
 from anchor_ot.types import VideoTokens
 
 
@@ -141,6 +141,48 @@ def test_kcenter_matches_a_plain_greedy_loop():
         assert picks[b, : int(counts[b])].tolist() == chosen
 
 
+def test_kcenter_rounds_matches_a_plain_loop():
+    """Round 0 frame by frame, then one pick per frame per round from the gains at the round's start."""
+    g = torch.Generator().manual_seed(5)
+    B, S, M, d = 2, 3, 12, 6
+    u = torch.nn.functional.normalize(torch.randn(B, S, M, d, generator=g, dtype=torch.float64), dim=-1)
+    valid = torch.ones(B, S, M, dtype=torch.bool)
+    valid[1, 2, :5] = False
+    counts = torch.tensor([[3, 1, 2], [2, 2, 0]])
+    got = kcenter_rounds(u, valid, counts)
+    for b in range(B):
+        x = u[b].reshape(S * M, d).numpy()
+        ok = valid[b].reshape(-1).numpy()
+        chosen: list[int] = []
+
+        def gain(sub):
+            lo = sub * M
+            best = (x[lo:lo + M] @ x[chosen].T).max(1) if chosen else np.full(M, -2.0)
+            gn = np.clip(1 - best, 0, None)
+            gn[~ok[lo:lo + M]] = -1
+            gn[[i - lo for i in chosen if lo <= i < lo + M]] = -1
+            return gn
+
+        order = []
+        for s in range(S):  # round 0
+            if counts[b, s] == 0:
+                continue
+            if s == 0:
+                m = x[:M][ok[:M]].sum(0)
+                sims = np.where(ok[:M], x[:M] @ m, -np.inf)
+                pick = int(np.argmax(sims))
+            else:
+                pick = s * M + int(np.argmax(gain(s)))
+            chosen.append(pick)
+            order.append(pick)
+        for t in range(1, int(counts[b].max())):
+            gains = {s: gain(s) for s in range(S) if counts[b, s] > t}
+            picks = [s * M + int(np.argmax(gn)) for s, gn in gains.items()]
+            chosen += picks
+            order += picks
+        assert got[b, : len(order)].tolist() == order
+
+
 def test_kcenter_penalty_prefers_own_frame_coverage():
     """Two identical frames: without penalty one copy of each direction suffices, so the second
     pick is the other direction; with a large penalty the other frame's copy is 'far'."""
@@ -186,7 +228,7 @@ def test_static_merge_counts_a_static_position_once():
     the clip's static points, each a mean of 4 tokens, so every output token has mass >= 4."""
     video, _ = planted(F=4, noise=0.0, k=3)
     same = VideoTokens(video.tokens[:1].expand(4, -1, -1).contiguous(), grid=video.grid)
-    out = AOTPlus(retention=8 / 64, static_tau=0.9, frame_penalty=0.0)(same)
+    out = AOTPlus(retention=8 / 64, static_tau=0.9, frame_penalty=0.0, clip_length=4)(same)
     assert out.num_tokens == 8 and bool((out.mass >= 4).all())
     assert out.info["static_positions"] == 16
 
