@@ -251,13 +251,20 @@ def kcenter_rounds(u: torch.Tensor, valid: torch.Tensor, counts: torch.Tensor, f
     offs = torch.arange(S, device=dev) * M
     picks = torch.empty(B, rounds, S, dtype=torch.long, device=dev)
     ar = torch.arange(B, device=dev)[:, None]
+    pen_sub = None
+    if penalty > 0 and frame is not None and bool((frame >= 0).all()):
+        # no frame-agnostic point: a pick's frame is its subgroup's, so the penalty rows are fixed
+        sub_frame = frame.view(B, S, M)[..., 0]  # (B, S)
+        pen_sub = _cross(sub_frame[..., None], frame[:, None, :], linear).to(acc).mul_(penalty)  # (B, S, S*M)
     for s_ in range(S):  # round 0, frame by frame, so the first picks of the frames see each other
         if s_ > 0:
             gain = (1.0 - best).clamp_min(0).masked_fill(blocked, -1.0).view(B, S, M)[:, s_]
             pick[:, s_] = gain.argmax(1)
         idx = offs[s_] + pick[:, s_]  # (B,)
         sim = torch.matmul(flat[ar[:, 0], idx][:, None, :], ut).squeeze(1).to(acc)  # (B, S*M)
-        if penalty > 0 and frame is not None:
+        if pen_sub is not None:
+            sim = sim - pen_sub[:, s_]
+        elif penalty > 0 and frame is not None:
             sim = sim - penalty * _cross(frame.gather(1, idx[:, None]), frame, linear)
         on = counts[:, s_] > 0
         best = torch.where(on[:, None], torch.maximum(best, sim), best)
@@ -270,9 +277,11 @@ def kcenter_rounds(u: torch.Tensor, valid: torch.Tensor, counts: torch.Tensor, f
         idx = offs + pick  # (B, S)
         picks[:, t] = idx
         sim = torch.matmul(flat[ar, idx], ut).to(acc)  # (B, S, S*M)
-        if penalty > 0 and frame is not None:
+        if pen_sub is not None:
+            sim.sub_(pen_sub)
+        elif penalty > 0 and frame is not None:
             sim = sim - penalty * _cross(frame.gather(1, idx)[..., None], frame[:, None, :], linear)
-        best = torch.maximum(best, sim.masked_fill(~active[..., None], -2.0).amax(1))
+        best = torch.maximum(best, sim.masked_fill_(~active[..., None], -2.0).amax(1))
         blocked[ar.expand(B, S)[active], idx[active]] = True
     keep = (torch.arange(rounds, device=dev)[None, :, None] < counts[:, None, :]).reshape(B, rounds * S)
     order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)[:, : int(counts.sum(1).max())]
