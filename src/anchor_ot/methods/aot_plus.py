@@ -2,39 +2,43 @@ r"""``aot+``: AOT's anchors-plus-transport idea, with choices that cover the tok
 
 Our method, built on AOT (arXiv 2603.01400) and chosen by a measured sweep
 (``benchmarks/flagship_sweep.py``, ``docs/aot.md`` "aot+"). ``aot`` stays the
-paper's method; this one keeps its structure (anchors per clip, a transport plan
-from tokens to anchors, merging into the anchors) and changes the published
-choices that lose on real tokens (NOTES section 9, issue 11):
+paper's method; this one keeps its structure (anchors per clip, tokens assigned
+to anchors by a transport plan, merged into them) and changes the published
+choices that lose on real tokens (NOTES section 9, issue 11). Defaults first,
+the options the sweep compared in brackets:
 
-1. **Clips** (AOT Sec. 3.3): uniform clips of ``clip_length`` frames, or FastVID's
-   dynamic segmentation (``clips="dynamic"``, :func:`anchor_ot.segment.dynamic_segments`).
-2. **Static tokens merged over time first** (as PruneVid arXiv 2412.16117 and
-   HoliTom arXiv 2505.21334 do): inside a clip, a grid position whose consecutive
-   same-position cosines all exceed ``static_tau`` becomes ONE point of mass L
-   (the mean of its L tokens). ``static_tau=None`` turns this off.
-3. **Budget over clips**: ``K`` is split exactly over clips in proportion to
-   their points after step 2 (``budget="points"``: a clip that barely changes
-   gets fewer tokens) or to their token count (``budget="tokens"``).
+1. **Clips** (AOT Sec. 3.3): uniform clips of ``round(0.4 / retention)`` frames
+   [``clip_length``; FastVID's dynamic segmentation ``clips="dynamic"``].
+2. **Static tokens merged over time first** is off [``static_tau``: as PruneVid
+   arXiv 2412.16117 and HoliTom arXiv 2505.21334, a grid position whose consecutive
+   same-position cosines in a clip all exceed ``static_tau`` becomes ONE point of
+   mass L, the mean of its L tokens].
+3. **Budget**: ``K`` split exactly over clips by their points (= tokens without
+   static merging), then over the frames of a clip [``budget="tokens"``].
 4. **Anchors for coverage**: farthest-point (k-center) selection in cosine
-   distance (``init="kcenter"``; the first anchor is the point nearest the clip's
-   mean), optionally weighted by attention (``score_weight``: the next anchor
-   maximizes ``(1 - best cos) * s^w`` with ``s`` the attention score scaled to
-   (0, 1] per clip), or AOT's attention top-k (``init="attention"``), or random.
-5. **A few alternating steps of transport plan and barycentre update**
-   (``iters``; OT-regularized k-means): the plan between anchors and points
-   assigns every point to one anchor (``assign="ot"``: argmax of a Sinkhorn plan
-   with point masses as one marginal and, as the other, the anchors' current masses
-   (``anchor_marginal="mass"``) or uniform ones (AOT's eq. 9); ``assign="nearest"``:
-   the eps -> 0 limit with the anchors' own masses, i.e. the nearest anchor), then
-   every anchor moves to the mass-weighted mean of the tokens assigned to it.
-6. **Hard, mass-weighted aggregation**: each output token is the plain mean of the
-   input tokens it stands for (its ``mass`` = how many), as NOTES 9 found
-   for ``aot:hard``; ``output="medoid"`` keeps the member token nearest the
-   mean instead (pure selection).
+   distance, in rounds of one pick per frame (``init="kcenter-frame"``,
+   :func:`kcenter_rounds`) [sequential k-center over the clip ``"kcenter"``,
+   optionally weighted by attention ``score_weight``; ``"grid"``; AOT's attention
+   top-k ``"attention"``; ``"random"``].
+5. **Spatio-temporal cost** ``1 - cos + frame_penalty * [frames differ]``
+   (``frame_penalty=0.015``) in the selection and the assignment
+   [``penalty_shape="linear"``: ``* |frame difference|``].
+6. **Two alternations of assignment and barycentre** (``iters=2``): every point
+   goes to its cheapest anchor (``assign="nearest"``: the eps -> 0 limit of the
+   transport plan with the anchors' own masses as marginal, where the nearest
+   assignment is the exact plan), then every anchor moves to the mass-weighted mean
+   of its points [``assign="ot"``: argmax of a Sinkhorn plan with the anchors'
+   masses (``anchor_marginal="mass"``) or uniform ones (AOT's eq. 9) as marginal].
+7. **Hard, mass-weighted aggregation**: each output token is the plain mean of
+   the input tokens it stands for (``mass`` = how many), as NOTES 9 found for
+   ``aot:hard`` [``output="medoid"``: the member nearest the mean, unchanged].
+8. **Placement**: an output token sits at the member nearest its mean among the
+   members of its anchor's home frame (the frame of its initial anchor), so every
+   frame keeps the share of tokens step 3 gave it [``placement="medoid"``: the
+   member nearest the mean in any frame].
 
-Every output token sits at the position (frame and grid cell) of its medoid, the
-input token most similar to its mean; so frames keep tokens of their own where
-their content is their own.
+Similarity products run in bfloat16 by default (``sim_dtype``); means, medoids
+and output tokens in the working dtype (float32, or float64 for float64 input).
 
 Exact budget: ``num_kept = max(round(retention * F * N), clips)`` (``F`` clips in
 the worst case for dynamic segmentation), stated from the shape alone. Every
@@ -42,9 +46,9 @@ anchor keeps at least one member (its current medoid is pinned to it), so no
 cluster empties and the output always has exactly ``num_kept`` tokens.
 
 No Python loop runs over tokens: the steps are batched over clips (padded to
-the longest clip). Loops run over k-center selection steps (at most the largest
-per-clip budget, one batched matrix-vector product each), over ``iters`` and over
-Sinkhorn iterations.
+the longest clip). Loops run over k-center rounds (frames of a clip plus the
+largest per-frame count, one batched product each), over ``iters``, over clips
+for the integer budget split, and over Sinkhorn iterations (``assign="ot"``).
 """
 
 from __future__ import annotations
@@ -291,7 +295,7 @@ def kcenter_rounds(u: torch.Tensor, valid: torch.Tensor, counts: torch.Tensor, f
 @register
 @dataclass(repr=False)
 class AOTPlus(Reducer):
-    """``aot+``: coverage anchors, temporal static merge, OT-assigned k-means, hard means.
+    """``aot+``: k-center anchors per clip, nearest-anchor k-means with a cross-frame cost, hard means.
 
     See the module notes for the pipeline; ``docs/aot.md`` ("aot+") has the sweep
     that chose the defaults and what each option does on real tokens.
@@ -400,7 +404,7 @@ class AOTPlus(Reducer):
     seed: int = 0
 
     name = "aot+"
-    description = "aot+: k-center anchors per clip, static tokens merged over time, OT-assigned k-means, hard means"
+    description = "aot+ (ours, on AOT): k-center anchors per clip, k-means with a cross-frame cost, hard means"
     paper = "arXiv:2603.01400"  # builds on AOT; the changes are ours (docs/aot.md)
     #: Named points of the sweep (``docs/aot.md``), as ``methods.get("aot+:<variant>")``.
     variants = {
