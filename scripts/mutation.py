@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # matrix (tests/test_methods_matrix.py) is left out: it covers every function of every method and
 # would run ~70 cases per mutant; the value tests below are what should kill mutants.
 MODULES: dict[str, list[str]] = {
-    "ot": ["tests/test_ot.py", "tests/test_values.py"],
+    "ot": ["tests/test_ot.py", "tests/test_ot_values.py", "tests/test_values.py"],
     "methods/_frames": ["tests/test_values.py", "tests/test_half_precision.py", "tests/test_peers.py"],
     "methods/pool": ["tests/test_peers.py", "tests/test_values.py", "tests/test_half_precision.py"],
     "methods/visionzip": ["tests/test_peers.py", "tests/test_values.py", "tests/test_half_precision.py"],
@@ -57,7 +57,8 @@ STATUSES = ("killed", "survived", "timeout", "suspicious", "no tests", "skipped"
             "segfault", "check was interrupted by user", "caught by type check")
 
 
-def run_module(module: str, tests: list[str], budget: int, children: int, out: Path) -> dict:
+def run_module(module: str, tests: list[str], budget: int, children: int, out: Path,
+               timeout_multiplier: float = 1.5, keep: bool = False) -> dict:
     target = f"src/anchor_ot/{module}.py"
     work = Path(tempfile.mkdtemp(prefix="anchor-ot-mutation-"))
     try:
@@ -69,7 +70,11 @@ def run_module(module: str, tests: list[str], budget: int, children: int, out: P
                 f"source_paths = ['src']\n"
                 f"pytest_add_cli_args_test_selection = {tests!r}\n"
                 "pytest_add_cli_args = ['-p', 'no:cacheprovider', '-q', '-x']\n"
-                "use_git_change_detection = false\n")
+                "use_git_change_detection = false\n"
+                # a mutant that breaks convergence runs Sinkhorn to max_iter: call it a timeout at
+                # 3x the tests' clean time (+5 s) instead of mutmut's default 30x
+                f"timeout_multiplier = {timeout_multiplier}\n"
+                "timeout_constant = 5.0\n")
         (work / "pyproject.toml").write_text(cfg)  # Python reprs are TOML literal strings
         env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
         cmd = ["nice", "-n", "15", "timeout", str(budget), sys.executable, "-m", "mutmut", "run",
@@ -107,7 +112,10 @@ def run_module(module: str, tests: list[str], budget: int, children: int, out: P
             (out / f"{safe}-log.txt").write_text(proc.stdout[-20000:] + "\n" + proc.stderr[-20000:])
         return summary
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if keep:
+            print(f"kept scratch directory {work}", flush=True)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def main(argv=None) -> int:
@@ -115,6 +123,7 @@ def main(argv=None) -> int:
     ap.add_argument("modules", nargs="*", help=f"modules to mutate (default: all of {', '.join(MODULES)})")
     ap.add_argument("--budget", type=int, default=1200, help="wall-clock seconds per module (default 1200)")
     ap.add_argument("--children", type=int, default=1, help="parallel mutant runs (default 1: shared machine)")
+    ap.add_argument("--keep", action="store_true", help="keep the scratch directory (to rerun survivors)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "mutation", help="report directory")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -124,7 +133,7 @@ def main(argv=None) -> int:
             ap.error(f"unknown module {m!r}; known: {', '.join(MODULES)}")
     print(f"{'module':22s} {'mutants':>7s} {'killed':>6s} {'survived':>8s} {'timeout':>7s} {'other':>5s} {'time':>6s}")
     for m in mods:
-        s = run_module(m, MODULES[m], args.budget, args.children, args.out)
+        s = run_module(m, MODULES[m], args.budget, args.children, args.out, keep=args.keep)
         c = s["counts"]
         other = s["mutants"] - c.get("killed", 0) - c.get("survived", 0) - c.get("timeout", 0)
         print(f"{m:22s} {s['mutants']:7d} {c.get('killed', 0):6d} {c.get('survived', 0):8d} "

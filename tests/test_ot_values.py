@@ -119,3 +119,24 @@ def test_iteration_cap_is_exact_in_both_forms(cap):
         assert res.n_iter == cap, method
         assert not bool(res.converged.any())
         torch.testing.assert_close(res.plan, expected, atol=1e-14, rtol=1e-10)
+
+
+def test_one_dimensional_marginals_are_shared_by_the_batch():
+    C, a, b = _problem()
+    one = sinkhorn(C, a[0], b[0], eps=0.1, tol=1e-9, max_iter=1000)
+    batch = sinkhorn(C, a[:1].expand(3, -1), b[:1].expand(3, -1), eps=0.1, tol=1e-9, max_iter=1000)
+    torch.testing.assert_close(one.plan, batch.plan, atol=0, rtol=0)
+    torch.testing.assert_close(one.plan.sum(-1), a[:1].expand(3, -1), atol=1e-9, rtol=0)
+
+
+@pytest.mark.parametrize("kwargs, exc, match", [
+    (dict(a=[0.5, 0.5, 0.0]), TypeError, r"a must be a torch.Tensor of shape \(1, 3\) or None"),
+    (dict(a=torch.full((3, 3), 1 / 3)), ValueError, r"a must have shape \(B, m\) = \(1, 3\), got \(3, 3\)"),
+    (dict(b=torch.full((1, 5), 0.2)), ValueError, r"b must have shape \(B, n\) = \(1, 4\), got \(1, 5\)"),
+    (dict(a=torch.tensor([0.5, 0.5])), ValueError, r"a must have shape \(B, m\) = \(1, 3\), got \(2,\)"),
+    (dict(a=torch.tensor([[float("inf"), 0.0, 0.0]])), ValueError, "marginal a must be finite and non-negative"),
+    (dict(a=torch.zeros(1, 3), b=torch.zeros(1, 4)), ValueError, "positive total mass in a"),
+])
+def test_marginal_errors_name_the_argument_and_shape(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        sinkhorn(torch.rand(1, 3, 4), **kwargs)
