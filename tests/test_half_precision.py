@@ -53,13 +53,17 @@ def test_half_input_computes_in_float32(name, dtype, retention):
     assert torch.equal(out_h.tokens, out_r.tokens.to(dtype))  # bit for bit: fp32 arithmetic, one cast
 
 
-# Methods whose kept positions may legitimately move under half-precision rounding, and why.
-# Their positions are still checked tightly: at most 1% of K may differ, and the exact test above
-# (same values in fp32 -> same bits) still holds for them.
+# Methods whose kept positions may legitimately move under half-precision rounding, why, and the
+# largest share of K that may move. Their positions are still checked tightly, and the exact test
+# above (same values in fp32 -> same bits) still holds for them.
 NEAR_TIES = {
-    "fastvid": "density peaks (DPC-kNN): densities exp(-mean squared kNN distance) of neighbouring "
-               "tokens lie within bf16/fp16 rounding of each other, so rounding can swap which one is a centre",
-    "prunevid": "same DPC-kNN density peaks for its static and dynamic clusters",
+    "fastvid": ("density peaks (DPC-kNN): densities exp(-mean squared kNN distance) of neighbouring "
+                "tokens lie within bf16/fp16 rounding of each other, so rounding can swap which one is a centre",
+                0.01),
+    "prunevid": ("same DPC-kNN density peaks for its static and dynamic clusters", 0.01),
+    "holitom": ("a position is static when every consecutive same-position cosine exceeds tau; rounding moves "
+                "cosines near tau across it, which regroups static tokens (3 of 67 kept positions in bf16 here)",
+                0.05),
 }
 
 
@@ -72,15 +76,17 @@ def test_half_input_keeps_fp32_positions(name, dtype, retention):
     out_h, out_32 = red(vh), red(v32)
     scale = float(out_32.tokens.abs().max())
     if name in NEAR_TIES and not torch.equal(out_h.source_index, out_32.source_index):
+        reason, share = NEAR_TIES[name]
         a, b = set(out_h.source_index.tolist()), set(out_32.source_index.tolist())
-        assert len(a - b) <= max(1, out_32.num_tokens // 100), (len(a - b), NEAR_TIES[name])
+        assert len(a - b) <= max(1, int(out_32.num_tokens * share)), (len(a - b), reason)
         return
     assert torch.equal(out_h.source_index, out_32.source_index)
     err = float((out_h.tokens.float() - out_32.tokens).abs().max())
     assert err <= 4 * HALF[dtype] * scale, (err, scale)
     agree = float((out_h.assignment == out_32.assignment).float().mean())
     if dtype == torch.float16:
-        assert agree == 1.0
+        # near-tie methods: a dropped token on a tie between two kept ones may switch (HoliTom: 1 in 672)
+        assert agree >= (0.99 if name in NEAR_TIES else 1.0), agree
     else:
         assert agree >= 0.97, agree
 
@@ -106,16 +112,26 @@ NO_FIXED_SPLIT = {
     "fastvid": "segments and their anchor frames come from the tokens",
     "prunevid": "windows and static positions come from the tokens",
     "ottvid": "the per-pair temporal merge budgets come from the tokens",
+    "evs": "the whole first frame, then the most changed tokens of the video (frame 0 checked below)",
+    "vidcom2": "per-frame budgets from how distinctive each frame is",
+    "holitom": "static windows and their clusters come from the tokens",
 }
+# vLLM's built-in methods count K = int(F N r) as vLLM does (NOTES 3), so they are asked for K + 0.5
+# tokens' worth; EVS keeps at least the whole first frame (96 tokens here), so it is asked for 100.
+VLLM_COUNT = {"evs": 100, "vidcom2": K}
 
 
 @pytest.mark.parametrize("name", methods.available())
 def test_per_frame_counts_for_k_not_divisible_by_f(name):
-    red = methods.get(name, retention=K / (F * GRID[0] * GRID[1]))
-    assert red.num_kept(F, GRID) == K
+    n = GRID[0] * GRID[1]
+    k = VLLM_COUNT.get(name, K)
+    red = methods.get(name, retention=(k + 0.5) / (F * n) if name in VLLM_COUNT else K / (F * n))
+    assert red.num_kept(F, GRID) == k
     out = red(make_video(F, GRID, seed=2))
     counts = torch.bincount(out.frame_index, minlength=F).tolist()
-    assert sum(counts) == K and all(0 <= c <= GRID[0] * GRID[1] for c in counts)
+    assert sum(counts) == k and all(0 <= c <= n for c in counts)
+    if name == "evs":
+        assert counts[0] == n
     if name in SPLITS:
         assert counts == SPLITS[name]
     elif name == "aot":
