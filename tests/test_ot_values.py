@@ -162,3 +162,28 @@ def test_rows_already_balanced_at_the_start_still_balances_columns(method):
     assert bool(res.converged.all()) and res.n_iter > 1
     torch.testing.assert_close(res.plan.sum(-2), b, atol=1e-9, rtol=0)
     torch.testing.assert_close(res.plan.sum(-1), a, atol=1e-9, rtol=0)
+
+
+def test_defaults_are_the_papers_eps_and_iteration_cap():
+    C, a, b = _problem()
+    torch.testing.assert_close(sinkhorn(C, a, b).plan, sinkhorn(C, a, b, eps=0.1, max_iter=100, tol=1e-3).plan,
+                               atol=0, rtol=0)
+    capped = sinkhorn(C, a, b, eps=0.005, tol=1e-300, warn=False)  # never converges: runs the cap
+    assert capped.n_iter == 100
+
+
+def test_single_target_column_moves_all_mass_there():
+    C, a, _ = _problem(n=1)
+    res = sinkhorn(C, a, torch.ones(3, 1, dtype=torch.float64), tol=1e-12)
+    torch.testing.assert_close(res.plan[..., 0], a, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("shape", [(0, 3, 4), (1, 0, 4), (1, 3, 0)])
+def test_empty_cost_is_refused_with_its_shape(shape):
+    with pytest.raises(ValueError, match=r"cost must be non-empty, got shape \(" + ", ".join(map(str, shape))):
+        sinkhorn(torch.rand(shape))
+
+
+def test_non_float_cost_message():
+    with pytest.raises(TypeError, match=r"^cost must be a floating torch\.Tensor of shape \(B, m, n\)$"):
+        sinkhorn(torch.ones(1, 3, 4, dtype=torch.long))
