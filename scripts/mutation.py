@@ -58,7 +58,7 @@ STATUSES = ("killed", "survived", "timeout", "suspicious", "no tests", "skipped"
 
 
 def run_module(module: str, tests: list[str], budget: int, children: int, out: Path,
-               timeout_multiplier: float = 1.5, keep: bool = False) -> dict:
+               timeout_multiplier: float = 1.5, keep: bool = False, mutants: list[str] | None = None) -> dict:
     target = f"src/anchor_ot/{module}.py"
     work = Path(tempfile.mkdtemp(prefix="anchor-ot-mutation-"))
     try:
@@ -78,7 +78,7 @@ def run_module(module: str, tests: list[str], budget: int, children: int, out: P
         (work / "pyproject.toml").write_text(cfg)  # Python reprs are TOML literal strings
         env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
         cmd = ["nice", "-n", "15", "timeout", str(budget), sys.executable, "-m", "mutmut", "run",
-               "--max-children", str(children)]
+               "--max-children", str(children), *(mutants or [])]
         t0 = time.time()
         proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)
         elapsed = time.time() - t0
@@ -98,7 +98,13 @@ def run_module(module: str, tests: list[str], budget: int, children: int, out: P
         for s in status.values():
             counts[s] = counts.get(s, 0) + 1
         survivors = [name for name, s in status.items() if s in ("survived", "no tests")]
-        safe = module.replace("/", ".")
+        if mutants:  # a re-check: report only the mutants asked for
+            status = {k: v for k, v in status.items() if k in set(mutants)}
+            counts = {}
+            for s in status.values():
+                counts[s] = counts.get(s, 0) + 1
+            survivors = [name for name in survivors if name in status]
+        safe = module.replace("/", ".") + ("-recheck" if mutants else "")
         with open(out / f"{safe}-survivors.txt", "w") as fh:
             for name in survivors:
                 diff = subprocess.run([sys.executable, "-m", "mutmut", "show", name], cwd=work, env=env,
@@ -123,17 +129,24 @@ def main(argv=None) -> int:
     ap.add_argument("modules", nargs="*", help=f"modules to mutate (default: all of {', '.join(MODULES)})")
     ap.add_argument("--budget", type=int, default=1200, help="wall-clock seconds per module (default 1200)")
     ap.add_argument("--children", type=int, default=1, help="parallel mutant runs (default 1: shared machine)")
+    ap.add_argument("--mutants", type=Path, help="file of mutant names (e.g. a survivors list) to re-check "
+                    "with the current tests; needs exactly one module")
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory (to rerun survivors)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "mutation", help="report directory")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     mods = args.modules or list(MODULES)
+    names = None
+    if args.mutants:
+        if len(mods) != 1:
+            ap.error("--mutants needs exactly one module")
+        names = re.findall(r"[\w.]+__mutmut_\d+", args.mutants.read_text())
     for m in mods:
         if m not in MODULES:
             ap.error(f"unknown module {m!r}; known: {', '.join(MODULES)}")
     print(f"{'module':22s} {'mutants':>7s} {'killed':>6s} {'survived':>8s} {'timeout':>7s} {'other':>5s} {'time':>6s}")
     for m in mods:
-        s = run_module(m, MODULES[m], args.budget, args.children, args.out, keep=args.keep)
+        s = run_module(m, MODULES[m], args.budget, args.children, args.out, keep=args.keep, mutants=names)
         c = s["counts"]
         other = s["mutants"] - c.get("killed", 0) - c.get("survived", 0) - c.get("timeout", 0)
         print(f"{m:22s} {s['mutants']:7d} {c.get('killed', 0):6d} {c.get('survived', 0):8d} "

@@ -140,3 +140,50 @@ def test_one_dimensional_marginals_are_shared_by_the_batch():
 def test_marginal_errors_name_the_argument_and_shape(kwargs, exc, match):
     with pytest.raises(exc, match=match):
         sinkhorn(torch.rand(1, 3, 4), **kwargs)
+
+
+def test_empty_problem_in_a_batch_is_refused():
+    # the check is per problem: one empty problem among non-empty ones is an error
+    a = torch.tensor([[1 / 3, 1 / 3, 1 / 3], [0.0, 0.0, 0.0]])
+    b = torch.tensor([[0.25] * 4, [0.0] * 4])
+    with pytest.raises(ValueError, match="positive total mass in a"):
+        sinkhorn(torch.rand(2, 3, 4), a, b)
+
+
+@pytest.mark.parametrize("method", ["scaling", "log"])
+def test_rows_already_balanced_at_the_start_still_balances_columns(method):
+    # K = exp(-C / eps) = [[1, 1], [1, e]] already has row sums a = (2, 1 + e); the columns
+    # (2, 1 + e) are not b, so stopping before the first update would return a wrong plan
+    e = float(torch.exp(torch.tensor(-1.0, dtype=torch.float64)))
+    C = torch.tensor([[[0.0, 0.0], [0.0, 0.1]]], dtype=torch.float64)
+    a = torch.tensor([[2.0, 1.0 + e]], dtype=torch.float64)
+    b = torch.full((1, 2), (3.0 + e) / 2, dtype=torch.float64)
+    res = sinkhorn(C, a, b, eps=0.1, tol=1e-10, max_iter=1000, method=method)
+    assert bool(res.converged.all()) and res.n_iter > 1
+    torch.testing.assert_close(res.plan.sum(-2), b, atol=1e-9, rtol=0)
+    torch.testing.assert_close(res.plan.sum(-1), a, atol=1e-9, rtol=0)
+
+
+def test_defaults_are_the_papers_eps_and_iteration_cap():
+    C, a, b = _problem()
+    torch.testing.assert_close(sinkhorn(C, a, b).plan, sinkhorn(C, a, b, eps=0.1, max_iter=100, tol=1e-3).plan,
+                               atol=0, rtol=0)
+    capped = sinkhorn(C, a, b, eps=0.005, tol=1e-300, warn=False)  # never converges: runs the cap
+    assert capped.n_iter == 100
+
+
+def test_single_target_column_moves_all_mass_there():
+    C, a, _ = _problem(n=1)
+    res = sinkhorn(C, a, torch.ones(3, 1, dtype=torch.float64), tol=1e-12)
+    torch.testing.assert_close(res.plan[..., 0], a, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("shape", [(0, 3, 4), (1, 0, 4), (1, 3, 0)])
+def test_empty_cost_is_refused_with_its_shape(shape):
+    with pytest.raises(ValueError, match=r"cost must be non-empty, got shape \(" + ", ".join(map(str, shape))):
+        sinkhorn(torch.rand(shape))
+
+
+def test_non_float_cost_message():
+    with pytest.raises(TypeError, match=r"^cost must be a floating torch\.Tensor of shape \(B, m, n\)$"):
+        sinkhorn(torch.ones(1, 3, 4, dtype=torch.long))
