@@ -26,7 +26,7 @@ from anchor_ot.families import llava_onevision as family
 from anchor_ot.families.base import EncodedVideo, reduce_video
 from anchor_ot.integrations.vllm._compat import check_version
 from anchor_ot.integrations.vllm._scores import siglip_received
-from anchor_ot.integrations.vllm.settings import Settings
+from anchor_ot.integrations.vllm.settings import from_config_cached
 from anchor_ot.types import VideoTokens
 
 ARCHITECTURE = "AnchorOTLlavaOnevisionForConditionalGeneration"
@@ -37,11 +37,7 @@ class AnchorOTLlavaOnevisionProcessingInfo(LlavaOnevisionProcessingInfo):
     """Reserves the reduced placeholder count for every video."""
 
     def _anchor_reducer(self):
-        cached = getattr(self, "_anchor_cached", None)
-        if cached is None:
-            cached = Settings.from_config(self.get_hf_config()).reducer()
-            self._anchor_cached = cached
-        return cached
+        return from_config_cached(self.get_hf_config())[1]
 
     def get_num_video_tokens(self, *, image_width: int, image_height: int, num_frames: int) -> int:
         grid = family.llm_grid(self.get_hf_config().vision_config)
@@ -66,9 +62,16 @@ class AnchorOTLlavaOnevisionForConditionalGeneration(LlavaOnevisionForConditiona
 
     def __init__(self, *, vllm_config, prefix: str = "") -> None:
         check_version()
-        self.anchor_settings = Settings.from_config(vllm_config.model_config.hf_config)
+        from_config_cached(vllm_config.model_config.hf_config)  # bad settings: fail at engine start
         super().__init__(vllm_config=vllm_config, prefix=prefix)
-        self.anchor_reducer = self.anchor_settings.reducer()
+
+    @property
+    def anchor_settings(self):
+        return from_config_cached(self.config)[0]
+
+    @property
+    def anchor_reducer(self):
+        return from_config_cached(self.config)[1]
 
     def _anchor_score_modules(self) -> dict:
         if self.anchor_settings.scores != "attention":

@@ -41,16 +41,12 @@ from anchor_ot.families import qwen_vl as fam
 from anchor_ot.families.base import EncodedVideo, keep_flags, reduce_video
 from anchor_ot.integrations.vllm._compat import check_version
 from anchor_ot.integrations.vllm._scores import qwen_vit_received
-from anchor_ot.integrations.vllm.settings import Settings
+from anchor_ot.integrations.vllm.settings import from_config_cached
 from anchor_ot.types import VideoTokens
 
 
 def _reducer_for(info):
-    cached = getattr(info, "_anchor_cached", None)
-    if cached is None:
-        cached = Settings.from_config(info.get_hf_config()).reducer()
-        info._anchor_cached = cached
-    return cached
+    return from_config_cached(info.get_hf_config())[1]
 
 
 def _num_kept(info, grid_thw, family) -> int:
@@ -85,10 +81,17 @@ class _AnchorQwenModelMixin:
 
     anchor_family = None  # set by the subclasses
 
+    @property
+    def anchor_settings(self):
+        return from_config_cached(self.config)[0]
+
+    @property
+    def anchor_reducer(self):
+        return from_config_cached(self.config)[1]
+
     def _anchor_init(self, vllm_config) -> None:
         check_version()
-        self.anchor_settings = Settings.from_config(vllm_config.model_config.hf_config)
-        self.anchor_reducer = self.anchor_settings.reducer()
+        from_config_cached(vllm_config.model_config.hf_config)  # bad settings: fail at engine start
         mm = vllm_config.model_config.multimodal_config
         if mm is None or not mm.is_multimodal_pruning_enabled():
             raise ValueError("anchor-ot's Qwen architectures need vLLM's pruning path: set video_pruning_rate > 0 "

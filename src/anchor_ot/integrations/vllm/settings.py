@@ -98,3 +98,24 @@ class Settings:
         if "method" not in raw or "retention" not in raw:
             raise ValueError("hf_overrides['anchor_ot'] needs 'method' and 'retention'")
         return cls(**raw)
+
+
+_REDUCERS: dict[str, tuple[Settings, Reducer]] = {}
+
+
+def from_config_cached(hf_config) -> tuple[Settings, Reducer]:
+    """:meth:`Settings.from_config` and its reducer, built once per distinct settings.
+
+    The processor and the model call this for every video, so an engine whose config
+    settings are replaced (tests do, to run every method in one engine) follows them.
+    """
+    raw = getattr(hf_config, CONFIG_KEY, None)
+    key = repr(sorted(raw.items())) if isinstance(raw, Mapping) else repr(raw)
+    hit = _REDUCERS.get(key)
+    if hit is None:
+        settings = Settings.from_config(hf_config)
+        hit = (settings, settings.reducer())
+        if len(_REDUCERS) > 64:
+            _REDUCERS.clear()
+        _REDUCERS[key] = hit
+    return hit
