@@ -83,7 +83,7 @@ class AnchorOTLlavaOnevisionForConditionalGeneration(LlavaOnevisionForConditiona
 
     def _process_video_pixels(self, inputs):
         pixels = inputs["pixel_values_videos"]
-        videos = list(pixels) if isinstance(pixels, torch.Tensor) else list(pixels)
+        videos = list(pixels)  # a (V, F, C, H, W) tensor or a list of (F_v, C, H, W), one per video
         frames = [int(v.shape[0]) for v in videos]
         flat = torch.cat(videos)
         vcfg = self.config.vision_config
@@ -94,7 +94,7 @@ class AnchorOTLlavaOnevisionForConditionalGeneration(LlavaOnevisionForConditiona
         scores = {name: family.pool_scores(hooks.result(name), vcfg) for name in modules}
         newline = self.image_newline[None, :]
         out = []
-        for v, (tokens, *per) in enumerate(zip(feats.split(frames), *(scores[k].split(frames) for k in scores))):
+        for tokens, *per in zip(feats.split(frames), *(scores[k].split(frames) for k in scores)):
             named = dict(zip(scores, per))
             video = VideoTokens(tokens, grid, global_scores=named.get("global"), local_scores=named.get("local"))
             reduced, _ = reduce_video(self.anchor_reducer, EncodedVideo(video))

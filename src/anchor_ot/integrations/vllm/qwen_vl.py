@@ -111,7 +111,8 @@ class _AnchorQwenModelMixin:
         return None
 
     def _process_video_input(self, video_input):
-        modules = self._anchor_score_modules()
+        # precomputed video embeddings skip the ViT: no attention to score, methods use their fallback
+        modules = self._anchor_score_modules() if video_input["type"] != "video_embeds" else {}
         with torch.no_grad(), ScoreHooks(modules, qwen_vit_received) as hooks:
             out = super()._process_video_input(video_input)
         grid_thw = video_input["video_grid_thw"]
