@@ -490,10 +490,19 @@ def test_hooks_removed_when_the_encoder_fails():
     model = llava_model()
     inputs = llava_inputs(model, 1)
     inputs["pixel_values_videos"] = torch.randn(1, FRAMES, 3, 70, 70)  # wrong size: SigLIP fails mid-encode
-    before = count_hooks(model)
-    with pytest.raises(Exception):
-        anchor_ot.generate(model, inputs, KeepTopScores(retention=0.5))
-    assert count_hooks(model) == before
+    # a probe on the vision embeddings (the failing module) records how many hooks were in place
+    # when the encoder ran, so the test fails if generate raised before registering its hooks
+    during = []
+    probe = model.model.vision_tower.embeddings.register_forward_pre_hook(
+        lambda m, a: during.append(count_hooks(model)))
+    try:
+        before = count_hooks(model)
+        with pytest.raises(RuntimeError, match="must match the size"):
+            anchor_ot.generate(model, inputs, KeepTopScores(retention=0.5))
+    finally:
+        probe.remove()
+    assert during and during[0] > before  # the adapter's hooks were registered when it failed
+    assert count_hooks(model) == before - 1  # ... and removed (the probe itself is gone too)
 
 
 @pytest.fixture(scope="module")
@@ -519,3 +528,37 @@ def test_every_registered_method_runs_through_generate(qwen3, method):
     assert seen[0] == text + k
     assert torch.equal(out[:, :inputs["input_ids"].shape[1]], inputs["input_ids"])
 
+
+
+@pytest.mark.parametrize("build", [qwen25_model, qwen3_model], ids=["qwen2_5_vl", "qwen3_vl"])
+def test_cached_continuation_without_positions_uses_rope_deltas(build):
+    """After a reduced prefill, a cached forward WITHOUT position_ids (what ``rope_deltas`` is for)
+    continues at the unreduced prompt's next M-RoPE position: the full prompt's largest position
+    (transformers' own ``get_rope_index``) + 1. Batch of one, so the continuation needs no mask."""
+    model = build()
+    inputs = qwen_inputs(model, 1)
+    prepared = prepare(model, inputs, KeepTopScores(retention=0.25))
+    kw = prepared.kwargs
+    full, full_delta = model.model.get_rope_index(
+        inputs["input_ids"], mm_token_type_ids=inputs["mm_token_type_ids"], attention_mask=inputs["attention_mask"],
+        **{k: inputs[k] for k in ("video_grid_thw", "second_per_grid_ts") if k in inputs})
+    length, full_length = kw["input_ids"].shape[1], inputs["input_ids"].shape[1]
+    assert length < full_length
+    # the stored delta moves the reduced prompt's end to the full prompt's end
+    assert int(model.model.rope_deltas) + length == int(full_delta) + full_length == int(full.max()) + 1
+    step = torch.tensor([[VOCAB["w5"]]])
+
+    def continue_with(**extra):
+        with torch.no_grad():
+            pre = model(**kw, use_cache=True)
+            name = "cache" if "cache" in pre.keys() else "past_key_values"  # renamed in transformers 5.2x
+            return model(input_ids=step, use_cache=True, **{name: pre[name]}, **extra).logits[0, -1]
+
+    def at(pos):
+        return torch.tensor([length, pos, pos, pos]).reshape(4, 1, 1)
+
+    implicit = continue_with()  # positions from model.model.rope_deltas
+    expected = continue_with(position_ids=at(int(full.max()) + 1))
+    torch.testing.assert_close(implicit, expected, atol=0, rtol=0)
+    # the position matters: one further gives other logits
+    assert not torch.allclose(continue_with(position_ids=at(int(full.max()) + 2)), expected, atol=1e-4)

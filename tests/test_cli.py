@@ -83,7 +83,7 @@ def test_compress_runs_every_method(name, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["compress", "/no/such/video.mp4"], "not"),
+    (["compress", "/no/such/video.mp4"], "video file not found: /no/such/video.mp4"),
     (["compress", "--retention", "0"], "retention"),
     (["compress", "--method", "nope"], "unknown method"),
     (["compress", "--param", "clip_length"], "key=value"),

@@ -18,7 +18,9 @@ import torch
 from anchor_ot import methods
 from anchor_ot.types import ReducedVideo, VideoTokens
 
-RETENTIONS = (0.05, 0.1, 0.25, 0.5, 1.0)
+# 0.005 is below one token per frame on the 7- and 32-frame shapes (K < F), where per-frame methods
+# without an extension must refuse the budget: the INFEASIBLE cells below.
+RETENTIONS = (0.005, 0.05, 0.1, 0.25, 0.5, 1.0)
 # (F, grid): every F in {1, 2, 7, 32} and every grid in {14x14, 13x13, 27x27, 8x12}, not the whole
 # cross product (F=32 with 14x14 and 27x27 run once each, at retention 0.1, in test_large_shapes).
 SHAPES = (
@@ -35,10 +37,16 @@ BF16_RETENTIONS = (0.1, 1.0)  # bf16 runs a subset: the fp32 -> bf16 path does n
 DIM = 32
 
 # Known infeasible cells: (method, F, grid, retention) -> why; None in a field matches any value.
-# Each listed cell must raise ValueError (from num_kept and from the call) instead of reducing.
-# Empty today: pool/visionzip need K >= F (one token per frame), which every cell here meets;
-# dycoke reaches any budget through its documented extension (extend=True, the default).
-INFEASIBLE: dict[tuple[str, int | None, tuple[int, int] | None, float | None], str] = {}
+# Each listed cell must raise ValueError (from num_kept and from the call, naming the feasible
+# retention) instead of reducing; every other cell must reduce. pool reaches K < F by pooling runs
+# of frames and dycoke by its documented extension (extend=True, the default); the others select
+# over the whole video or have one token per clip as their floor.
+_ONE_PER_FRAME = "visionzip keeps at least one token per frame: K = round(r F N) < F"
+INFEASIBLE: dict[tuple[str, int | None, tuple[int, int] | None, float | None], str] = {
+    ("visionzip", 7, (8, 12), 0.005): _ONE_PER_FRAME,    # K = 3
+    ("visionzip", 7, (13, 13), 0.005): _ONE_PER_FRAME,   # K = 6
+    ("visionzip", 32, (8, 12), 0.005): _ONE_PER_FRAME,   # K = 15
+}
 
 
 def infeasible(name: str, num_frames: int, grid: tuple[int, int], retention: float) -> bool:
@@ -104,9 +112,9 @@ def test_contract(name, num_frames, grid, retention, dtype):
     red = methods.get(name, retention=retention)
     video = make_video(num_frames, grid, dtype)
     if infeasible(name, num_frames, grid, retention):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="retention"):
             red.num_kept(num_frames, grid)
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="retention"):
             red(video)
         return
     out = check_contract(red, video)
@@ -115,6 +123,14 @@ def test_contract(name, num_frames, grid, retention, dtype):
         assert out.num_tokens == num_frames * N
         assert torch.equal(out.tokens, video.tokens.reshape(num_frames * N, -1))
         assert torch.equal(out.assignment, torch.arange(num_frames * N))
+
+
+def test_infeasible_entries_are_live():
+    """Every INFEASIBLE entry names a registered method and matches at least one cell of the matrix."""
+    cells = {(n, f, g, r) for n in methods.available() for f, g in SHAPES for r in RETENTIONS}
+    for key in INFEASIBLE:
+        assert key[0] in methods.available(), key
+        assert any(all(k is None or k == c for k, c in zip(key, cell)) for cell in cells), key
 
 
 @pytest.mark.parametrize("name", methods.available())

@@ -460,3 +460,15 @@ def test_consecutive_cosine_and_channel_variance_match_plain_formulas():
     assert consecutive_cosine(x[:1]).shape == (0, 7)
     flat = x.reshape(-1, 9)
     assert torch.allclose(channel_variance(flat, block=4), flat.var(0, unbiased=False), rtol=1e-10)
+
+
+def test_self_distance_is_exactly_zero_so_k1_density_ties_break_by_index():
+    # HoliTom clusters with k = min(7, clusters): one cluster means k = 1, every point's only
+    # neighbour is itself, all densities tie; the lowest index must then be the centre.
+    from anchor_ot.methods._density import dpc_knn_scores, pairwise_dist
+    g = torch.Generator().manual_seed(0)
+    x = 3.0 + torch.randn(1, 40, 64, generator=g)
+    dist = pairwise_dist(x)
+    assert torch.equal(torch.diagonal(dist[0]), torch.zeros(40))
+    score = dpc_knn_scores(dist, torch.ones(1, 40, dtype=torch.bool), 1)
+    assert int(score.argmax()) == 0

@@ -10,6 +10,8 @@ See ``docs/adapters.md`` for what is reduced where.
 """
 
 from anchor_ot.adapters.base import Prepared, generate, prepare
+# Adapter modules register themselves for their families on import.
+from anchor_ot.adapters import llava_onevision, qwen_vl  # noqa: E402,F401
 
 SUPPORTED_CLASSES = (
     "LlavaOnevisionForConditionalGeneration",

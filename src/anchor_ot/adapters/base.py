@@ -12,21 +12,25 @@ One call of :func:`anchor_ot.generate` does, for every supported family:
    transformers 5.x argument for pre-encoded media) and, for the Qwen families, the
    full sequence's M-RoPE positions at the kept indices.
 
-The family modules (:mod:`.llava_onevision`, :mod:`.qwen_vl`) only say where the vision
-tower, the placeholder token and the features are.
+The adapter modules (:mod:`.llava_onevision`, :mod:`.qwen_vl`) only say where the vision
+tower, the placeholder token and the features are in a transformers model; what a family
+is (score layers, LLM grid, newline row, deepstack) lives in :mod:`anchor_ot.families`,
+shared with the vLLM plugin. Adapters add themselves to :data:`_ADAPTERS` on import.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
+from anchor_ot import families
 from anchor_ot._validation import check_choice
+from anchor_ot.families.base import EncodedVideo, keep_flags, reduce_side_features, resolve_layer  # noqa: F401 (re-exported)
 from anchor_ot.methods.base import Reducer
-from anchor_ot.types import ReducedVideo, VideoTokens
+from anchor_ot.types import ReducedVideo
 
 __all__ = [
     "EncodedVideo",
@@ -43,37 +47,6 @@ SCORE_CHOICES = ("attention", "none")
 # Upper bound on the attention probabilities materialized at once by the score hooks
 # (elements, fp32): 2**25 = 128 MiB. The hooks work through frames/windows in chunks below it.
 _ATTN_CHUNK_ELEMENTS = 2**25
-
-
-@dataclass
-class EncodedVideo:
-    """One video as the language model would receive it, before reduction.
-
-    Attributes
-    ----------
-    video : VideoTokens
-        Tokens (F, N, d) on the LLM grid, with the scores the hooks produced.
-    extra : torch.Tensor or None
-        Tokens that follow the grid tokens in the placeholder run and are always kept
-        (LLaVA-OneVision: the ``image_newline`` row, shape (1, d)).
-    side_features : list[torch.Tensor]
-        Other per-token features that must follow the keep/merge map, each (F * N, d_l)
-        in the same flat order (Qwen3-VL deepstack levels).
-    score_seconds : float
-        Wall time the score hooks spent during the encoder call that produced this
-        video (the whole call, shared by all videos of the batch).
-    """
-
-    video: VideoTokens
-    extra: torch.Tensor | None = None
-    side_features: list[torch.Tensor] = field(default_factory=list)
-    score_seconds: float = 0.0
-
-    @property
-    def num_placeholders(self) -> int:
-        """Placeholder tokens this video occupies in the full prompt."""
-        extra = 0 if self.extra is None else self.extra.shape[0]
-        return self.video.num_frames * self.video.tokens_per_frame + extra
 
 
 # -- prompt token ids shared by every family --------------------------------------------
@@ -231,66 +204,7 @@ class ScoreHooks:
         return torch.cat(parts, dim=0)
 
 
-def resolve_layer(name: str, index: int, depth: int) -> int:
-    """Map a possibly negative encoder layer index to ``[0, depth)`` or raise ``ValueError``."""
-    if isinstance(index, bool) or not isinstance(index, int):
-        raise TypeError(f"{name} must be an int (encoder layer index, negative counts from the end), got {index!r}")
-    if not -depth <= index < depth:
-        raise ValueError(f"{name}={index} is out of range for a vision encoder with {depth} layers "
-                         f"(use -{depth}..{depth - 1})")
-    return index % depth
-
-
 # -- reduction bookkeeping ---------------------------------------------------------------
-
-
-def reduce_side_features(reduced: ReducedVideo, features: torch.Tensor,
-                         tokens: torch.Tensor | None = None) -> torch.Tensor:
-    """Apply a reducer's keep/merge map to other features of the same tokens.
-
-    Parameters
-    ----------
-    reduced : ReducedVideo
-        The reducer's output for a video of F * N tokens.
-    features : torch.Tensor, shape (F * N, d_l)
-        Features of the same tokens in flat order ``f * N + n`` (e.g. a Qwen3-VL
-        deepstack level).
-    tokens : torch.Tensor, shape (F, N, d) or (F * N, d), optional
-        The reducer's input tokens. Output rows that are unchanged copies of the input
-        token at their ``source_index`` are *selected* tokens: their side features are
-        gathered at ``source_index`` (exact). Without ``tokens`` every row is treated as
-        merged.
-
-    Returns
-    -------
-    torch.Tensor, shape (K, d_l), dtype of ``features``
-        Selected rows: ``features[source_index]``. Merged rows: the mean of the rows
-        assigned to them (``reduced.assignment``), i.e. the mass-weighted mean of the
-        input tokens each output token stands for.
-
-    Notes
-    -----
-    A merging reducer may combine its main tokens with other weights (e.g. AOT's
-    transport plan); the side features then follow the hard assignment instead. This is
-    our choice (the AOT paper does not treat deepstack features).
-    """
-    if features.shape[0] != reduced.assignment.shape[0]:
-        raise ValueError(f"side features have {features.shape[0]} rows, the video has "
-                         f"{reduced.assignment.shape[0]} tokens")
-    src = reduced.source_index.to(features.device)
-    gathered = features.index_select(0, src)
-    if tokens is not None:
-        flat = tokens.reshape(-1, tokens.shape[-1])
-        selected = (reduced.tokens.to(flat.device) == flat.index_select(0, src.to(flat.device))).all(dim=-1)
-        if bool(selected.all()):
-            return gathered
-    else:
-        selected = torch.zeros(reduced.num_tokens, dtype=torch.bool)
-    assign = reduced.assignment.to(features.device)
-    total = torch.zeros(reduced.num_tokens, features.shape[1], dtype=torch.float32, device=features.device)
-    total.index_add_(0, assign, features.float())
-    merged = (total / reduced.mass.to(features.device)[:, None]).to(features.dtype)
-    return torch.where(selected.to(features.device)[:, None], gathered, merged)
 
 
 def compact_rows(input_ids: torch.Tensor, attention_mask: torch.Tensor, keep: torch.Tensor,
@@ -372,11 +286,8 @@ def keep_mask(input_ids: torch.Tensor, token_id: int, per_video_keep: list[torch
 
 def placeholder_flags(encoded: EncodedVideo, reduced: ReducedVideo) -> torch.Tensor:
     """Per-placeholder keep flags of one video: kept grid tokens, then the extra tokens."""
-    total = encoded.video.num_frames * encoded.video.tokens_per_frame
-    flags = torch.zeros(encoded.num_placeholders, dtype=torch.bool)
-    flags[reduced.source_index.cpu()] = True
-    flags[total:] = True
-    return flags
+    extra = 0 if encoded.extra is None else encoded.extra.shape[0]
+    return keep_flags(reduced, extra)
 
 
 # -- the public entry point --------------------------------------------------------------
@@ -427,15 +338,21 @@ class Prepared:
     full_position_ids: torch.Tensor | None = None
 
 
-def _adapter_for(model):
-    from anchor_ot.adapters import llava_onevision, qwen_vl
+# family name -> adapter module (each adapter module adds itself on import, see adapters/__init__)
+_ADAPTERS: dict[str, object] = {}
 
-    for module in (llava_onevision, qwen_vl):
-        if module.supports(model):
-            return module
-    names = ", ".join(llava_onevision.CLASS_NAMES + qwen_vl.CLASS_NAMES)
-    raise TypeError(f"{type(model).__name__} is not supported; anchor_ot.generate works with {names} "
-                    "(load the model with its *ForConditionalGeneration class)")
+
+def register_adapter(family_name: str, module) -> None:
+    """Make ``module`` the transformers adapter of the family ``family_name``."""
+    families.get(family_name)  # must be a known family
+    _ADAPTERS[family_name] = module
+
+
+def _adapter_for(model):
+    family = families.for_class(type(model))  # TypeError naming the supported classes
+    if family.name not in _ADAPTERS:
+        raise TypeError(f"{type(model).__name__} ({family.name}) has no transformers adapter")
+    return _ADAPTERS[family.name]
 
 
 def prepare(model, inputs, reducer: Reducer, *, scores: str = "attention",

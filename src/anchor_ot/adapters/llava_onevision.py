@@ -11,27 +11,22 @@ every LLaVA token-pruning method (the newline keeps its place at the end of the 
 
 from __future__ import annotations
 
-import math
+import sys
 
 import torch
-import torch.nn.functional as F
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from anchor_ot.adapters.base import (  # noqa: F401  (pad/video token ids: the family interface)
-    EncodedVideo, ScoreHooks, pad_token_id, received_attention, resolve_layer, video_token_id)
+    EncodedVideo, ScoreHooks, pad_token_id, received_attention, register_adapter, video_token_id)
+from anchor_ot.families import llava_onevision as family
 from anchor_ot.types import VideoTokens
 
-CLASS_NAMES = ["LlavaOnevisionForConditionalGeneration"]
+CLASS_NAMES = list(family.FAMILY.architectures)
 # inputs consumed by the video path (everything else, e.g. images, goes to generate untouched)
 CONSUMED_KEYS = {"input_ids", "attention_mask", "pixel_values_videos", "image_sizes_videos", "position_ids"}
 
-DEFAULT_LOCAL_LAYER = 5
+DEFAULT_LOCAL_LAYER = family.FAMILY.default_local_layer
 DEFAULT_GLOBAL_LAYER = -2
-
-
-def supports(model) -> bool:
-    """True if ``model`` is (a subclass of) one of :data:`CLASS_NAMES`."""
-    return type(model).__name__ in CLASS_NAMES or any(c.__name__ in CLASS_NAMES for c in type(model).__mro__)
 
 
 def _layers(model):
@@ -69,18 +64,14 @@ def encode(model, inputs: dict, *, scores: str, local_layer: int | None, global_
                          f"got {tuple(pixels.shape)}")
     base = model.model
     vcfg = model.config.vision_config
-    side = vcfg.image_size // vcfg.patch_size
-    pooled = (math.ceil(side / 2), math.ceil(side / 2))
+    pooled = family.llm_grid(vcfg)
     B, Fr = pixels.shape[:2]
 
     layers = _layers(model)
     modules = {}
     if scores == "attention":
-        depth = len(layers)
-        g = DEFAULT_GLOBAL_LAYER if global_layer is None else global_layer
-        loc = min(DEFAULT_LOCAL_LAYER, depth - 1) if local_layer is None else local_layer
-        modules = {"global": layers[resolve_layer("global_layer", g, depth)].self_attn,
-                   "local": layers[resolve_layer("local_layer", loc, depth)].self_attn}
+        idx = family.FAMILY.score_layers(vcfg, len(layers), local_layer, global_layer)
+        modules = {name: layers[i].self_attn for name, i in idx.items()}
     extra = {k: inputs[k] for k in ("vision_feature_layer", "vision_feature_select_strategy") if k in inputs}
     with ScoreHooks(modules, _siglip_received) as hooks:
         out = base.get_video_features(pixel_values_videos=pixels.to(base.vision_tower.dtype), return_dict=True,
@@ -93,13 +84,7 @@ def encode(model, inputs: dict, *, scores: str, local_layer: int | None, global_
     tokens = feats[:, :-1].reshape(B, Fr, n, feats.shape[-1])
     newline = feats[:, -1:]
 
-    pooled_scores = {}
-    for name in modules:
-        s = hooks.result(name)  # (B * F, L)
-        if s.shape[1] == side * side + 1:  # a [CLS]-style first token, dropped as the features are
-            s = s[:, 1:]
-        s = F.interpolate(s.view(B * Fr, 1, side, side), size=pooled, mode="bilinear")
-        pooled_scores[name] = s.reshape(B, Fr, n)
+    pooled_scores = {name: family.pool_scores(hooks.result(name), vcfg).reshape(B, Fr, n) for name in modules}
 
     videos = []
     for b in range(B):
@@ -126,3 +111,6 @@ def encoder_output(model, encoded, reduced) -> BaseModelOutputWithPooling:
 def position_ids(model, inputs, mask, keep, new_mask, source, kwargs):
     """1-D positions: left to ``generate`` (renumbered from the reduced attention mask)."""
     return None
+
+
+register_adapter(family.FAMILY.name, sys.modules[__name__])

@@ -33,36 +33,28 @@ import sys
 import torch
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
+from anchor_ot import families
 from anchor_ot.adapters.base import (  # noqa: F401  (pad/video token ids: the family interface)
     EncodedVideo,
     ScoreHooks,
     pad_token_id,
     received_attention_packed,
     reduce_side_features,
-    resolve_layer,
+    register_adapter,
     video_token_id,
 )
+from anchor_ot.families import qwen_vl as fam
 from anchor_ot.types import VideoTokens
 
-CLASS_NAMES = ["Qwen2_5_VLForConditionalGeneration", "Qwen3VLForConditionalGeneration"]
+CLASS_NAMES = [a for f in (fam.QWEN2_5_VL, fam.QWEN3_VL) for a in f.architectures]
 CONSUMED_KEYS = {"input_ids", "attention_mask", "pixel_values_videos", "video_grid_thw", "second_per_grid_ts",
                  "mm_token_type_ids", "position_ids"}
 
-DEFAULT_LOCAL_LAYER = 5
+DEFAULT_LOCAL_LAYER = fam.QWEN3_VL.default_local_layer
 
 
-def _family(model) -> str | None:
-    for cls in type(model).__mro__:
-        if cls.__name__ == "Qwen2_5_VLForConditionalGeneration":
-            return "qwen2_5_vl"
-        if cls.__name__ == "Qwen3VLForConditionalGeneration":
-            return "qwen3_vl"
-    return None
-
-
-def supports(model) -> bool:
-    """True if ``model`` is (a subclass of) one of :data:`CLASS_NAMES`."""
-    return _family(model) is not None
+def _family(model) -> str:
+    return families.for_class(type(model)).name
 
 
 def _vit_received(module, args, kwargs) -> torch.Tensor:
@@ -75,13 +67,6 @@ def _vit_received(module, args, kwargs) -> torch.Tensor:
     rotary = sys.modules[type(module).__module__].apply_rotary_pos_emb_vision
     q, k = rotary(q, k, cos, sin)
     return received_attention_packed(q, k, module.scaling, cu)
-
-
-def _default_global(model, depth: int) -> int:
-    full = getattr(model.config.vision_config, "fullatt_block_indexes", None)
-    if full:  # Qwen2.5-VL: the last block that attends across the whole frame
-        return int(list(full)[-1])
-    return -2
 
 
 def encode(model, inputs: dict, *, scores: str, local_layer: int | None, global_layer: int | None) -> list[EncodedVideo]:
@@ -105,38 +90,30 @@ def encode(model, inputs: dict, *, scores: str, local_layer: int | None, global_
     blocks = visual.blocks
     modules = {}
     if scores == "attention":
-        depth = len(blocks)
-        g = _default_global(model, depth) if global_layer is None else global_layer
-        loc = min(DEFAULT_LOCAL_LAYER, depth - 1) if local_layer is None else local_layer
-        modules = {"global": blocks[resolve_layer("global_layer", g, depth)].attn,
-                   "local": blocks[resolve_layer("local_layer", loc, depth)].attn}
+        idx = families.get(_family(model)).score_layers(model.config.vision_config, len(blocks),
+                                                        local_layer, global_layer)
+        modules = {name: blocks[i].attn for name, i in idx.items()}
     with ScoreHooks(modules, _vit_received) as hooks:
         out = base.get_video_features(pixels, grid_thw, return_dict=True)
     feats = out.pooler_output  # tuple of (t * h/2 * w/2, d) per video
     deepstack = getattr(out, "deepstack_features", None) or []
 
-    merged_scores = {}
-    for name in modules:
-        s = hooks.result(name)  # (S,) ViT order
-        if _family(model) == "qwen2_5_vl":
-            from transformers.vision_utils import get_vision_window_index
+    window_index = None
+    if modules and _family(model) == "qwen2_5_vl":
+        from transformers.vision_utils import get_vision_window_index
 
-            window_index, _ = get_vision_window_index(grid_thw, spatial_merge_size=m,
-                                                      window_size=visual.window_size,
-                                                      patch_size=visual.patch_size)
-            s = s.view(-1, m * m).mean(dim=1)[torch.argsort(window_index.to(s.device))]
-        else:
-            s = s.view(-1, m * m).mean(dim=1)
-        merged_scores[name] = s
+        window_index, _ = get_vision_window_index(grid_thw, spatial_merge_size=m, window_size=visual.window_size,
+                                                  patch_size=visual.patch_size)
+    merged_scores = {name: fam.merge_scores(hooks.result(name), m, window_index) for name in modules}
 
     videos = []
     offset = 0
-    for v, (t, h, w) in enumerate(grid_thw.tolist()):
-        grid = (int(h) // m, int(w) // m)
+    for v, thw in enumerate(grid_thw.tolist()):
+        t, grid = fam.llm_grid(thw, m)
         n = grid[0] * grid[1]
-        count = int(t) * n
-        tok = feats[v].reshape(int(t), n, -1)
-        sc = {k: s[offset:offset + count].reshape(int(t), n) for k, s in merged_scores.items()}
+        count = t * n
+        tok = feats[v].reshape(t, n, -1)
+        sc = {k: s[offset:offset + count].reshape(t, n) for k, s in merged_scores.items()}
         videos.append(EncodedVideo(
             video=VideoTokens(tok, grid, global_scores=sc.get("global"), local_scores=sc.get("local")),
             side_features=[level[v] for level in deepstack],
@@ -187,3 +164,7 @@ def position_ids(model, inputs, mask, keep, new_mask, source, kwargs):
     lengths = new_mask.sum(dim=1)
     model.model.rope_deltas = (gathered.amax(dim=(0, 2)) + 1 - lengths)[:, None]
     return full
+
+
+for _f in (fam.QWEN2_5_VL, fam.QWEN3_VL):
+    register_adapter(_f.name, sys.modules[__name__])

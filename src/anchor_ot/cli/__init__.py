@@ -5,6 +5,7 @@ from anchor_ot.cli import compress_cmd, methods_cmd  # noqa: F401  (register sub
 from anchor_ot.cli import flops_cmd  # noqa: F401  (registers `anchor-ot flops`)
 from anchor_ot.cli import bench_cmd  # noqa: F401  (registers `anchor-ot bench`)
 from anchor_ot.cli import ask_cmd  # noqa: F401  (registers `anchor-ot ask`)
+from anchor_ot.cli import vllm_cmd  # noqa: F401  (registers `anchor-ot vllm-args`)
 
 __all__ = ["app", "main"]
 

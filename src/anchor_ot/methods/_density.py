@@ -20,11 +20,15 @@ def pairwise_dist(x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tenso
 
     Scaled by ``1/sqrt(d)`` as PruneVid's and FastVID's ``cdist(x, x) / sqrt(C)``.
     Returns ``(B, n, m)`` in x's dtype; computed as ``|x|^2 + |y|^2 - 2 x.y`` (one baddbmm).
+    Without ``y`` the diagonal is exactly 0, so density ties (e.g. DPC-kNN with ``k = 1``,
+    where each point's only neighbour is itself) are real ties, broken by index.
     """
     y = x if y is None else y
     xx = torch.linalg.vector_norm(x, dim=-1).square_()
     yy = xx if y is x else torch.linalg.vector_norm(y, dim=-1).square_()
     d2 = torch.baddbmm(xx.unsqueeze(-1) + yy.unsqueeze(-2), x, y.transpose(1, 2), alpha=-2.0).clamp_min_(0.0)
+    if y is x:  # a point's distance to itself is 0, not the expansion's rounding residue
+        d2.diagonal(dim1=-2, dim2=-1).zero_()
     return d2.sqrt_().div_(x.shape[-1] ** 0.5)
 
 

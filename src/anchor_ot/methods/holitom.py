@@ -218,7 +218,8 @@ class HoliTom(Reducer):
       depends on the data. Here ``K = round(r F N)`` is fixed up front; the authors'
       per-group counts are computed first and then moved by one token at a time
       until they sum to K (:func:`fit_counts`: the groups that rounding favoured
-      most lose one first). ``info["official_counts"]`` keeps the authors' counts.
+      most lose one first). ``info["official_counts"]`` keeps the authors' total (after any
+      demotion, below).
     - **Budget above what static averaging leaves** (``K > T - S``; the code then
       keeps every remaining token, ``r' = 1``, and returns fewer than K): the least
       static positions (lowest minimum consecutive cosine in their window) are

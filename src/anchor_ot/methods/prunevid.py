@@ -125,6 +125,7 @@ class PruneVid(Reducer):
        frame's dynamic tokens, are clustered with DPC-kNN (``k`` neighbours);
        each cluster becomes the mean of the input tokens it covers, placed at its
        centre token's position (a static centre sits on its window's first frame).
+       A group of at most 14 tokens is kept as it is, as in the authors' code.
 
     Parameters
     ----------
