@@ -64,6 +64,9 @@ NEAR_TIES = {
     "holitom": ("a position is static when every consecutive same-position cosine exceeds tau; rounding moves "
                 "cosines near tau across it, which regroups static tokens (3 of 67 kept positions in bf16 here)",
                 0.05),
+    "aot+": ("greedy k-center: each anchor is the token farthest from those picked before, so one near tie "
+             "flipped by rounding changes every later pick (8 of 67 anchors in bf16 here); its similarities "
+             "are bf16 by default (sim_dtype)", 0.15),
 }
 
 
@@ -75,18 +78,27 @@ def test_half_input_keeps_fp32_positions(name, dtype, retention):
     red = methods.get(name, retention=retention)
     out_h, out_32 = red(vh), red(v32)
     scale = float(out_32.tokens.abs().max())
-    if name in NEAR_TIES and not torch.equal(out_h.source_index, out_32.source_index):
+    if name in NEAR_TIES:
         reason, share = NEAR_TIES[name]
         a, b = set(out_h.source_index.tolist()), set(out_32.source_index.tolist())
         assert len(a - b) <= max(1, int(out_32.num_tokens * share)), (len(a - b), reason)
+        if a != b:
+            return
+        # same kept positions: output tokens that absorbed the same input tokens agree to rounding,
+        # and at most `share` of the input tokens switched output token
+        k = torch.arange(out_32.num_tokens).unsqueeze(1)
+        same_members = ((out_h.assignment == k) == (out_32.assignment == k)).all(dim=1)
+        err = float((out_h.tokens.float() - out_32.tokens)[same_members].abs().max())
+        assert err <= 4 * HALF[dtype] * scale, (err, scale)
+        agree = float((out_h.assignment == out_32.assignment).float().mean())
+        assert agree >= 1 - share, (agree, reason)
         return
     assert torch.equal(out_h.source_index, out_32.source_index)
     err = float((out_h.tokens.float() - out_32.tokens).abs().max())
     assert err <= 4 * HALF[dtype] * scale, (err, scale)
     agree = float((out_h.assignment == out_32.assignment).float().mean())
     if dtype == torch.float16:
-        # near-tie methods: a dropped token on a tie between two kept ones may switch (HoliTom: 1 in 672)
-        assert agree >= (0.99 if name in NEAR_TIES else 1.0), agree
+        assert agree == 1.0
     else:
         assert agree >= 0.97, agree
 
@@ -102,7 +114,11 @@ SPLITS = {
     "pool": EVEN,          # Pool notes: K // F plus one for K % F frames spread evenly
     "random": EVEN,        # same split as pool
     "visionzip": EVEN,     # VisionZip.split: spread_counts(K, F) = dominant + contextual
-    "dycoke": [22, 0, 0, 0, 23, 0, 0],  # K < R N: extension, K over the R = 2 references (frames 0, 4)
+    "dycoke": [22, 0, 0, 0, 23, 0, 0],
+    # aot+: clips of round(0.4 / r) = 6 frames -> [0, 6), [6, 7); K over clips by tokens, one each first,
+    # then largest remainders: 1 + 36.86 -> 38 and 1 + 6.14 -> 7; within a clip evenly, the remainder to
+    # its earliest frames (largest remainders, ties to the lower index): 38 = 7 + 7 + 6 * 4
+    "aot+": [7, 7, 6, 6, 6, 6, 7],  # K < R N: extension, K over the R = 2 references (frames 0, 4)
 }
 # name -> why the per-frame counts depend on the tokens (then only their sum and bounds are fixed)
 NO_FIXED_SPLIT = {
