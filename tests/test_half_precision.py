@@ -64,6 +64,16 @@ NEAR_TIES = {
     "holitom": ("a position is static when every consecutive same-position cosine exceeds tau; rounding moves "
                 "cosines near tau across it, which regroups static tokens (3 of 67 kept positions in bf16 here)",
                 0.05),
+    "aot+": ("greedy k-center picks on near-equal cosines (similarity products in bf16 by default): rounding "
+             "can swap a pick, and the later picks and medoids follow (4 of 202 kept positions in bf16 here)",
+             0.03),
+}
+# Methods whose clusters may gain or lose a member under half-precision rounding while the kept positions
+# stay: the member's nearest anchor is a near tie. Their token error is checked on the clusters whose
+# members are unchanged, which must be at least the given share of K.
+MEMBERSHIP_TIES = {
+    "aot+": ("nearest-anchor assignment on near-equal cosines (bf16 similarity products by default): a flipped "
+             "member moves its cluster's mean (2 of 67 clusters in fp16, 6 of 67 in bf16 here)", 0.85),
 }
 
 
@@ -81,7 +91,14 @@ def test_half_input_keeps_fp32_positions(name, dtype, retention):
         assert len(a - b) <= max(1, int(out_32.num_tokens * share)), (len(a - b), reason)
         return
     assert torch.equal(out_h.source_index, out_32.source_index)
-    err = float((out_h.tokens.float() - out_32.tokens).abs().max())
+    diff = (out_h.tokens.float() - out_32.tokens).abs()
+    if name in MEMBERSHIP_TIES:
+        reason, share = MEMBERSHIP_TIES[name]
+        K = out_32.num_tokens
+        same = torch.tensor([torch.equal(out_h.assignment == k, out_32.assignment == k) for k in range(K)])
+        assert int(same.sum()) >= share * K, (int(same.sum()), K, reason)
+        diff = diff[same]
+    err = float(diff.max())
     assert err <= 4 * HALF[dtype] * scale, (err, scale)
     agree = float((out_h.assignment == out_32.assignment).float().mean())
     if dtype == torch.float16:
@@ -103,6 +120,10 @@ SPLITS = {
     "random": EVEN,        # same split as pool
     "visionzip": EVEN,     # VisionZip.split: spread_counts(K, F) = dominant + contextual
     "dycoke": [22, 0, 0, 0, 23, 0, 0],  # K < R N: extension, K over the R = 2 references (frames 0, 4)
+    # aot+: clips of round(0.4 / r) = 6 frames -> [0, 6), [6, 7); K by clip tokens, one each first, then
+    # 43 as 6:1 -> 36.86 / 6.14 -> 37 / 6 -> 38 / 7; clip 0's 38 over its 6 frames: one each, then 32 as
+    # 5.33 each -> 5 each and the 2 left to the first frames -> 7 7 6 6 6 6; home placement keeps them
+    "aot+": [7, 7, 6, 6, 6, 6, 7],
 }
 # name -> why the per-frame counts depend on the tokens (then only their sum and bounds are fixed)
 NO_FIXED_SPLIT = {
