@@ -44,7 +44,7 @@ OPTIONS = [{}, {"assign": "ot"}, {"assign": "ot", "anchor_marginal": "uniform"},
 
 @pytest.mark.parametrize("opts", OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default")
 @pytest.mark.parametrize("F,grid", [(7, (5, 6)), (1, (3, 3))])
-@pytest.mark.parametrize("retention", [0.01, 0.3, 1.0])
+@pytest.mark.parametrize("retention", [0.01, 0.3])  # 1.0: test_identity_at_full_retention
 def test_exact_budget_and_bookkeeping(opts, F, grid, retention):
     video, _ = planted(F=F, grid=grid, d=8, k=2, noise=0.3)
     red = methods.get("aot+", retention=retention, **opts)
