@@ -39,6 +39,12 @@ def _siglip_received(module, args, kwargs) -> torch.Tensor:
     """Received attention of one SigLIP attention module, (frames, tokens)."""
     x = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
     n, length, _ = x.shape
+    shape = (n, length, module.num_heads, module.head_dim)
+    done = getattr(module, "_anchor_ot_projections", None) or {}  # the layer's own q and k (ScoreHooks)
+    q_out, k_out = done.get("q_proj"), done.get("k_proj")
+    if (q_out is not None and k_out is not None and q_out.shape[:-1] == x.shape[:-1]
+            and k_out.shape[:-1] == x.shape[:-1]):
+        return received_attention(q_out.view(shape).transpose(1, 2), k_out.view(shape).transpose(1, 2), module.scale)
     out = []
     # project a bounded number of frames at a time: never a second full (frames, L, D) copy of q and k
     step = max(1, (2**25) // max(1, module.num_heads * length * length))
@@ -49,6 +55,9 @@ def _siglip_received(module, args, kwargs) -> torch.Tensor:
         k = module.k_proj(xs).view(shape).transpose(1, 2)
         out.append(received_attention(q, k, module.scale))
     return torch.cat(out, dim=0)
+
+
+_siglip_received.projections = ("q_proj", "k_proj")  # reused from the layer's forward by ScoreHooks
 
 
 def encode(model, inputs: dict, *, scores: str, local_layer: int | None, global_layer: int | None) -> list[EncodedVideo]:

@@ -63,10 +63,15 @@ def _vit_received(module, args, kwargs) -> torch.Tensor:
     cu = kwargs["cu_seqlens"] if "cu_seqlens" in kwargs else args[1]
     cos, sin = kwargs["position_embeddings"]
     S = x.shape[0]
-    q, k, _ = module.qkv(x).reshape(S, 3, module.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
+    done = (getattr(module, "_anchor_ot_projections", None) or {}).get("qkv")  # the layer's own (ScoreHooks)
+    qkv = done if done is not None and done.shape[:-1] == x.shape[:-1] else module.qkv(x)
+    q, k, _ = qkv.reshape(S, 3, module.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
     rotary = sys.modules[type(module).__module__].apply_rotary_pos_emb_vision
     q, k = rotary(q, k, cos, sin)
     return received_attention_packed(q, k, module.scaling, cu)
+
+
+_vit_received.projections = ("qkv",)  # reused from the layer's forward by ScoreHooks
 
 
 def encode(model, inputs: dict, *, scores: str, local_layer: int | None, global_layer: int | None) -> list[EncodedVideo]:

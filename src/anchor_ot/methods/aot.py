@@ -143,6 +143,54 @@ def allocate_anchors(budget: int, clips: list[tuple[int, int]], tokens_per_frame
                           f"{min(per_frame[s] for s in firsts)}-{max(per_frame[s] for s in firsts)}, later frames fully merged")
 
 
+def _frames_bmm(A: torch.Tensor, X: torch.Tensor, transpose: bool = False, out: torch.Tensor | None = None,
+                alpha: float = 1.0, with_norms: bool = False):
+    """``bmm(A, X^T)`` (``transpose``) or ``out += alpha * bmm(A, X)`` in A's dtype, batched over frames.
+
+    X in A's dtype: one batched call. X in a narrower dtype (fp16/bf16 tokens, fp32 work): frame
+    chunks of ~16 MiB are converted and multiplied one after the other, so no fp32 copy of the
+    whole video is allocated; each frame's product is the same GEMM as in the one-call form.
+    ``with_norms``: also return the L2 norm of every token, (F, N), of the converted values.
+    """
+    F, N, d = X.shape
+    if X.dtype == A.dtype:
+        if out is None:
+            res = torch.bmm(A, X.transpose(1, 2) if transpose else X)
+            return (res, X.norm(dim=-1)) if with_norms else res
+        return out.baddbmm_(A, X, alpha=alpha)
+    step = max(1, (1 << 22) // max(1, N * d))
+    if out is None:
+        out = torch.empty(F, A.shape[1], N if transpose else d, dtype=A.dtype, device=A.device)
+        norms = torch.empty(F, N, dtype=A.dtype, device=A.device) if with_norms else None
+        for f in range(0, F, step):  # chunks of frames (blocking), not a loop over frames
+            xc = X[f:f + step].to(A.dtype)
+            if norms is not None:
+                torch.linalg.vector_norm(xc, dim=-1, out=norms[f:f + step])
+            torch.bmm(A[f:f + step], xc.transpose(1, 2) if transpose else xc, out=out[f:f + step])
+        return (out, norms) if with_norms else out
+    for f in range(0, F, step):
+        out[f:f + step].baddbmm_(A[f:f + step], X[f:f + step].to(A.dtype), alpha=alpha)
+    return out
+
+
+def _clip_runs(clips: list[tuple[int, int]]) -> list[tuple[int, int, int]]:
+    """Maximal runs of consecutive clips of one length >= 2, as (first frame, clips, length).
+
+    Clips of one frame have no later frames and are left out. Uniform clips give at most two
+    runs (the last clip may be shorter); dynamic clips give at most one run per clip.
+    """
+    runs: list[list[int]] = []
+    for s, e in clips:
+        ln = e - s
+        if ln < 2:
+            continue
+        if runs and runs[-1][2] == ln and runs[-1][0] + runs[-1][1] * ln == s:
+            runs[-1][1] += 1
+        else:
+            runs.append([s, 1, ln])
+    return [tuple(r) for r in runs]
+
+
 @register
 @dataclass(repr=False)
 class AOT(Reducer):
@@ -283,7 +331,11 @@ class AOT(Reducer):
         X_in = video.tokens
         F, N, d = X_in.shape
         work = work_dtype(X_in.dtype)
-        X = X_in.to(work)  # no copy for fp32 input
+        # fp16/bf16 input is not copied whole to fp32 (a fresh F x N x d block, page faults
+        # included, cost ~as much as the products): the two products convert it frame chunk by
+        # frame chunk (_frames_bmm), the norms upcast element by element
+        grad = torch.is_grad_enabled() and X_in.requires_grad
+        X = X_in if (X_in.dtype != work and not grad) else X_in.to(work)
         dev = X.device
         clips = self.clips_for(video)
         per_frame, keep_later, note = allocate_anchors(
@@ -305,9 +357,12 @@ class AOT(Reducer):
         valid_a = torch.arange(Mmax, device=dev)[None] < M_f[:, None]
 
         # similarities anchors x all tokens: one bmm (the compute floor)
-        norms = X.norm(dim=-1).clamp_min(1e-12)  # (F, N)
-        Xa = X[torch.arange(F, device=dev)[:, None], anchor_idx]  # (F, Mmax, d); 2.5x faster than gather
-        cos = torch.bmm(Xa, X.transpose(1, 2)) / (norms.gather(1, anchor_idx)[..., None] * norms[:, None, :])
+        flat_anchor = (torch.arange(F, device=dev)[:, None] * N + anchor_idx).reshape(-1)
+        # row copy by index_select on the flat view: faster than 2-D advanced indexing or gather
+        Xa = X.reshape(F * N, d).index_select(0, flat_anchor).reshape(F, Mmax, d).to(work)
+        cos, norms = _frames_bmm(Xa, X, transpose=True, with_norms=True)  # and the token norms (F, N)
+        norms = norms.clamp_min(1e-12)
+        cos.div_(norms.gather(1, anchor_idx)[..., None] * norms[:, None, :])
         # slot of every input token in its frame's anchor list: anchors own theirs
         slot = torch.full((F, N), -1, dtype=torch.long, device=dev)
         slot.scatter_(1, anchor_idx, torch.arange(Mmax, device=dev).expand(F, Mmax).masked_fill(~valid_a, -1))
@@ -339,7 +394,7 @@ class AOT(Reducer):
         row_of_slot = torch.full((F * Mmax,), -1, dtype=torch.long, device=dev)
         row_of_slot[out_rows] = torch.arange(out_rows.numel(), device=dev)
         assignment = row_of_slot[out_of_slot.reshape(-1)][flat_slot]
-        tokens = A.reshape(F * Mmax, d)[out_rows].to(X_in.dtype)
+        tokens = A.reshape(F * Mmax, d).index_select(0, out_rows).to(X_in.dtype)
         return assemble(tokens, src_all[out_rows], assignment, F, video.grid, info)
 
     # -- stages -------------------------------------------------------------------
@@ -427,11 +482,17 @@ class AOT(Reducer):
             wgt = cos.clamp_min(0).masked_fill(~valid_a[..., None], 0) * unit[:, None, :]
             P, lam = wgt / wgt.sum(1, keepdim=True).clamp_min(1e-12), self.lambda_intra
         m = P.sum(-1, keepdim=True)  # eq. 10
-        A = torch.baddbmm(Xa, P, X, alpha=lam).div_(1.0 + lam * m)  # eq. 11
-        return A, mass, assign, info
+        if torch.is_grad_enabled() and (X.requires_grad or P.requires_grad or Xa.requires_grad):
+            A = torch.baddbmm(Xa, P, X.to(Xa.dtype), alpha=lam)
+        else:
+            # in place: Xa is a fresh copy not needed after this step; no new F x M x d block and no
+            # copy of Xa into a new result (same arithmetic as the out-of-place form)
+            A = _frames_bmm(P, X, out=Xa, alpha=lam)
+        return A.div_(1.0 + lam * m), mass, assign, info  # eq. 11
 
     def _inter(self, A, A_mass, valid_a, clips, keep_later, info, work):
         """Clip merging (eq. 13-16). Returns (slot -> owning slot, kept-slot mask, anchors)."""
+        A = A.contiguous()  # runs below are views of A
         F, Mmax, d = A.shape
         dev = A.device
         own = torch.arange(F * Mmax, device=dev).reshape(F, Mmax)
@@ -445,11 +506,16 @@ class AOT(Reducer):
         n_cand = int(valid_a[later].sum()) if later.numel() else 0
         if later.numel() == 0 or keep_later >= n_cand:
             return own, valid_a.clone(), A
-        S = A[later]  # (L, Mmax, d) tokens of later frames after the intra step
         va_s, va_a = valid_a[later], valid_a[first_of[later]]
         norm = A.norm(dim=-1).clamp_min(1e-12)  # (F, Mmax)
-        # cosine to the clip anchors A^(1): one bmm against the first frames' anchors
-        cos = torch.bmm(S, A[first_of[later]].transpose(1, 2))  # (L, Ms, Ma)
+        # Runs of consecutive clips of equal length (uniform clips: at most two runs) are strided
+        # views of A, (clips, length, Mmax, d): no copy of the later frames or of their clip anchors.
+        runs = _clip_runs(clips)
+        # cosine to the clip anchors A^(1): per run one bmm of all later frames against the first frames'
+        # anchors; the rows come out in the order of `later` (clip-major, then position in clip)
+        cos = torch.cat([torch.bmm(A[s0:s0 + nr * ln].view(nr, ln, Mmax, d)[:, 1:].reshape(nr, (ln - 1) * Mmax, d),
+                                   A[s0:s0 + nr * ln:ln].transpose(1, 2)).view(nr * (ln - 1), Mmax, Mmax)
+                         for s0, nr, ln in runs])  # (L, Ms, Ma)
         cos = cos.div_(norm[later][..., None] * norm[first_of[later]][:, None, :])
         cos = cos.masked_fill(~va_a[:, None, :], -2.0)
         if self.inter_ranking == "plan" or self.aggregation in ("ot", "ot-mass", "hard"):
@@ -488,21 +554,46 @@ class AOT(Reducer):
                 Wt, base = Wt / Wt.sum(-1, keepdim=True).clamp_min(1e-12), None
             Wt = Wt * stable[..., None].to(work)
             lam = self.lambda_inter
-            if A.requires_grad:  # the norms above saved A for backward: update a copy
-                A = A.clone()
+            grad = A.requires_grad  # autograd saved views of A: write the merged anchors out of place
+            new_rows: list[tuple[int, int, torch.Tensor]] = []
             weight = base.clone() if base is not None else torch.ones(F, Mmax, dtype=work, device=dev)
-            pos_later = pos_in_clip[later]
-            for ell in range(1, int(pos_in_clip.max()) + 1):  # frames in clip order (Algorithm 2)
-                sel = torch.nonzero(pos_later == ell).squeeze(1)
-                if sel.numel() == 0:
-                    continue
-                firsts = first_of[later[sel]]
-                w_sel = Wt[sel]  # (c, Ms, Ma)
-                contrib = torch.bmm(w_sel.transpose(1, 2), S[sel])  # (c, Ma, d)
-                wsum = w_sel.sum(1)  # (c, Ma)
-                wa = weight[firsts]
-                A[firsts] = (A[firsts].mul_(wa[..., None]).add_(contrib, alpha=lam)
-                             .div_((wa + lam * wsum)[..., None]))
+            wsum_all = Wt.sum(1)  # (L, Ma)
+            row = 0  # first row of the run in `later` order
+            for s0, nr, ln in runs:  # a handful of runs
+                # Algorithm 2 merges the later frames into the clip anchors one by one, in clip order:
+                # A <- g_l A + h_l c_l with c_l = Wt_l^T S_l, g_l = w/(w + lam s_l), h_l = lam/(w + lam s_l)
+                # (w grows by lam s_l for "hard", stays 1 otherwise). Unrolled, the result is
+                # A_0 prod(g) + sum_l h_l prod_{k>l}(g_k) c_l: the coefficients are (clips, Ma) vectors,
+                # so the whole sequence is ONE bmm of coefficient-scaled plans against the run's later
+                # frames (a view of A), equal to the step-by-step form up to float summation order.
+                view = A[s0:s0 + nr * ln].view(nr, ln, Mmax, d)
+                w_run = Wt[row:row + nr * (ln - 1)].view(nr, ln - 1, Mmax, Mmax)
+                s_run = wsum_all[row:row + nr * (ln - 1)].view(nr, ln - 1, Mmax)
+                wgt = weight[s0:s0 + nr * ln].view(nr, ln, Mmax)
+                wa = wgt[:, 0].clone()  # (nr, Ma)
+                g, h = [], []
+                for ell in range(ln - 1):
+                    denom = wa + lam * s_run[:, ell]
+                    g.append(wa / denom)
+                    h.append(lam / denom)
+                    if base is not None:
+                        wa = denom
                 if base is not None:
-                    weight[firsts] = wa + lam * wsum
+                    wgt[:, 0] = wa
+                after = torch.ones_like(wa)  # prod_{k>l} g_k, built from the last step backwards
+                coef = [None] * (ln - 1)
+                for ell in range(ln - 2, -1, -1):
+                    coef[ell] = h[ell] * after
+                    after = after * g[ell]
+                coef = torch.stack(coef, 1)  # (nr, ln-1, Ma)
+                w_comb = (w_run * coef[:, :, None, :]).reshape(nr, (ln - 1) * Mmax, Mmax)
+                merged = torch.bmm(w_comb.transpose(1, 2), view[:, 1:].reshape(nr, (ln - 1) * Mmax, d))
+                if grad:
+                    new_rows.append((s0, ln, view[:, 0] * after[..., None] + merged))
+                else:
+                    view[:, 0].mul_(after[..., None]).add_(merged)
+                row += nr * (ln - 1)
+            if new_rows:
+                idx = torch.cat([torch.arange(s0, s0 + r.shape[0] * ln, ln, device=dev) for s0, ln, r in new_rows])
+                A = A.index_copy(0, idx, torch.cat([r for _, _, r in new_rows]))
         return owner, keep, A

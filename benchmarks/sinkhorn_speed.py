@@ -1,0 +1,172 @@
+"""Our batched Sinkhorn vs POT's ``ot.batch.solve_batch`` on structured costs, at equal marginal error.
+
+Costs (cosine, ``1 - cos``, uniform marginals), as AOT's intra-frame step builds them:
+per frame, the 34 tokens with the highest global score are the anchors (rows), the
+other 162 tokens the targets (columns).
+
+* ``real``: DINOv2 ViT-S/14 tokens (d = 384) of the bundled clips, read from the bench
+  cache (``anchor-ot bench`` writes it under ``~/.cache/anchor-ot/bench``); the intra
+  batch is one clip's 32 frames, the long-video batch stacks the frames (and the
+  in-between frames) of every cached clip and cycles them to 256 frames.
+* ``clusters``: planted clusters, 8 cluster centres per frame drifting over time, each
+  token a centre plus noise (d = 384, fixed seed); used when no cache exists, and always
+  as a second case.
+
+For each batch and eps in {0.05, 0.02, 0.01} (0.05 and 0.02 for the 256-frame batches): our ``sinkhorn`` (``method="auto"``) at
+``tol`` (relative marginal L1) and POT's ``solve_batch`` (its default log-domain solver,
+and its scaling solver ``method="sinkhorn"``). POT stops on the L2 norm of the row
+error, checked every 10 iterations, so "the same tolerance" is set by error, not by
+the number: POT's tol is the largest of ``tol * 2**-k`` (k = 0..8) whose final error,
+measured as ours (relative marginal L1, rows + columns), is at most ours. Times are
+medians of ``--repeats`` calls, ours and POT interleaved in one process; the last column
+is POT's time over ours (>= 1.5 is the target).
+
+Run: ``PYTHONPATH=src python benchmarks/sinkhorn_speed.py [--threads 1] [--repeats 9] [--tol 1e-3]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import math
+import os
+import statistics
+import time
+import warnings
+
+import torch
+
+from anchor_ot.ot import cosine_cost, sinkhorn
+
+ANCHORS = 34
+
+
+def intra_cost(tokens: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    """(F, 34, N - 34) cosine cost: top-scored tokens of each frame against the others."""
+    order = torch.argsort(scores, dim=1, descending=True)
+    F, N, d = tokens.shape
+    picked = torch.gather(tokens, 1, order[:, :, None].expand(F, N, d))
+    return cosine_cost(picked[:, :ANCHORS], picked[:, ANCHORS:]).contiguous()
+
+
+def real_batches(frames_long: int) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    root = os.path.join(os.path.expanduser("~"), ".cache", "anchor-ot", "bench")
+    files = sorted(glob.glob(os.path.join(root, "*.safetensors")))
+    if not files:
+        return {}
+    clips = [load_file(f) for f in files]
+    first = clips[0]
+    out = {f"real intra ({os.path.basename(files[0]).split('-')[0]}, 32 frames)":
+           intra_cost(first["tokens"], first["global_scores"])}
+    toks, scores = [], []
+    for c in clips:
+        toks.append(c["tokens"])
+        scores.append(c["global_scores"])
+        if "between_tokens" in c:  # in-between frames carry no scores: rank by distinctiveness
+            bt = c["between_tokens"]
+            mean = torch.nn.functional.normalize(bt.mean(1, keepdim=True), dim=-1)
+            toks.append(bt)
+            scores.append(1 - (torch.nn.functional.normalize(bt, dim=-1) * mean).sum(-1))
+    tokens, sc = torch.cat(toks), torch.cat(scores)
+    reps = math.ceil(frames_long / tokens.shape[0])
+    n_real = tokens.shape[0]
+    tokens, sc = tokens.repeat(reps, 1, 1)[:frames_long], sc.repeat(reps, 1)[:frames_long]
+    out[f"real long video ({n_real} distinct frames of {len(files)} clips, cycled to {frames_long})"] = \
+        intra_cost(tokens, sc)
+    return out
+
+
+def cluster_tokens(frames: int, n: int = 196, d: int = 384, k: int = 8, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(k, d, generator=g)
+    drift = torch.randn(k, d, generator=g) * 0.02
+    t = torch.arange(frames, dtype=torch.float32)[:, None, None]
+    c = centres[None] + t * drift[None]  # (F, k, d)
+    label = torch.randint(0, k, (frames, n), generator=g)
+    x = torch.gather(c, 1, label[..., None].expand(frames, n, d)) + 0.6 * torch.randn(frames, n, d, generator=g)
+    return x, torch.rand(frames, n, generator=g)
+
+
+def marginal_error(plan: torch.Tensor) -> float:
+    B, m, n = plan.shape
+    return float(((plan.sum(-1) - 1 / m).abs().sum(-1) + (plan.sum(-2) - 1 / n).abs().sum(-1)).max())
+
+
+def timed(fn, repeats: int) -> tuple[float, object]:
+    out = fn()
+    ts = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    return 1e3 * statistics.median(ts), out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=9)
+    ap.add_argument("--tol", type=float, default=1e-3)
+    ap.add_argument("--long", type=int, default=256)
+    ap.add_argument("--eps", type=float, nargs="*", default=[0.05, 0.02, 0.01])
+    ap.add_argument("--long-eps", type=float, nargs="*", default=[0.05, 0.02],
+                    help="eps for batches of more than 64 problems (POT's log domain takes ~25 s per call "
+                         "there at eps 0.01)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    import ot
+    import ot.batch
+
+    batches = real_batches(args.long)
+    for F in (32, args.long):
+        x, s = cluster_tokens(F)
+        batches[f"planted clusters ({F} frames)"] = intra_cost(x, s)
+    print(f"torch {torch.__version__}, POT {ot.__version__}, threads={args.threads}, tol={args.tol:g}, "
+          f"median of {args.repeats}; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}")
+    print()
+    print("| costs | B x m x n | eps | ours ms | iters | ours err | POT log ms | POT log err | "
+          "POT scaling ms | POT scaling err | POT best / ours |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name, cost in batches.items():
+        B, m, n = cost.shape
+        for eps in (args.eps if B <= 64 else args.long_eps):
+            def ours():
+                return sinkhorn(cost, eps=eps, max_iter=2000, tol=args.tol, warn=False)
+
+            t_ours, res = timed(ours, args.repeats)
+            err = float(res.marginal_error.max())
+            row = [f"{name}", f"{B} x {m} x {n}", f"{eps}", f"{t_ours:.2f}", f"{res.n_iter}", f"{err:.1e}"]
+            best = math.inf
+            for method in ("log_sinkhorn", "sinkhorn"):
+                chosen = None
+                for k in range(9):
+                    tol_pot = args.tol * 2.0 ** -k
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        plan = ot.batch.solve_batch(M=cost, reg=eps, max_iter=2000, tol=tol_pot,
+                                                    reg_type="entropy", method=method).plan
+                    e = marginal_error(plan)
+                    if math.isfinite(e) and e <= err:
+                        chosen = (tol_pot, e)
+                        break
+                if chosen is None:
+                    row += ["n/a", "did not reach ours"]
+                    continue
+
+                def pot(tol_pot=chosen[0], method=method):
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        return ot.batch.solve_batch(M=cost, reg=eps, max_iter=2000, tol=tol_pot,
+                                                    reg_type="entropy", method=method)
+
+                t_pot, _ = timed(pot, args.repeats)
+                best = min(best, t_pot)
+                row += [f"{t_pot:.2f}", f"{chosen[1]:.1e}"]
+            row.append(f"{best / t_ours:.2f}" if math.isfinite(best) else "-")
+            print("| " + " | ".join(row) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
