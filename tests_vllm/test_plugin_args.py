@@ -93,3 +93,9 @@ def test_importing_the_integration_does_not_import_vllm():
     code = "import sys, anchor_ot.integrations.vllm; print('vllm' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     assert out.strip() == "False"
+
+
+def test_short_alias():
+    import anchor_ot.vllm
+
+    assert anchor_ot.vllm.engine_args is aot_vllm.engine_args
