@@ -18,6 +18,7 @@ exact-match metric of a local multiple-choice task. What the tests check:
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -47,6 +48,22 @@ def wrapper_args(family: str, path: Path) -> str:
 
 def read_log(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def check_doc_ids(rows: list[dict]) -> None:
+    """Each log row's doc_id is the document whose prompt it measured: with the one-character-per-token
+    tokenizer, prompt minus video placeholders minus the question text is the same template length
+    for every row (the questions differ in length), which fails if rows and documents are swapped."""
+    spec = importlib.util.spec_from_file_location("anchor_ot_tiny_utils", TASK_DIR / "utils.py")
+    task_utils = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(task_utils)
+    doc_to_text = task_utils.doc_to_text
+    docs = json.loads((TASK_DIR / "questions.json").read_text())
+    assert len({len(doc_to_text(d)) for d in docs}) == len(docs)
+    assert sorted(r["doc_id"] for r in rows) == list(range(len(docs)))
+    template = {r["prompt_tokens_before"] - r["video_tokens_before"] - len(doc_to_text(docs[r["doc_id"]]))
+                for r in rows}
+    assert len(template) == 1, template
 
 
 def answers(samples: list[dict]) -> dict[int, str]:
@@ -123,7 +140,7 @@ def test_llava_onevision_cli_equals_builtin_at_full_retention(checkpoints, hf_ho
     # the per-sample log sits beside lmms-eval's results, one row per document
     (log,) = res_a.glob("*_anchor_ot.jsonl")
     rows = read_log(log)
-    assert sorted(r["doc_id"] for r in rows) == list(range(N_DOCS))
+    check_doc_ids(rows)
     side = math.ceil((84 // 14) / 2)
     for r in rows:
         assert r["task"] == TASK and r["frames"] == [FRAMES] and r["grid"] == [[side, side]]
@@ -153,20 +170,26 @@ def test_llava_onevision_cli_logs_exact_count_at_retention_0_1(checkpoints, hf_h
     assert results["results"][TASK]["exact_match,none"] is not None
 
 
-@pytest.mark.parametrize("bad, message", [
-    ("method=nope,retention=0.1", "unknown method 'nope'"),
-    ("method=aot,retention=1.5", "retention is the fraction of tokens kept"),
-    ("method=aot", "needs retention="),
-    ("method=aot,retention=0.1,param.no_such_knob=3", "no_such_knob"),
-])
-def test_bad_model_args_fail_before_any_sample(checkpoints, hf_home, tmp_path, bad, message):
-    args = f"{wrapper_args('llava_onevision', checkpoints['llava_onevision'])},{bad}"
+def test_bad_model_args_fail_in_the_cli_before_any_sample(checkpoints, hf_home, tmp_path):
+    args = f"{wrapper_args('llava_onevision', checkpoints['llava_onevision'])},method=nope,retention=0.1"
     text, res = run_cli("anchor_ot_llava_onevision", args, tmp_path / "bad")
     # lmms-eval's CLI logs the error and exits 0: what counts is the message and that nothing ran
-    assert message in text
-    assert "anchor_ot_llava_onevision" in text
+    assert "anchor_ot_llava_onevision: unknown method 'nope'; available: " in text
     assert res is None
     assert "Model Responding" not in text
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"method": "aot", "retention": 1.5}, "retention is the fraction of tokens kept"),
+    ({"method": "aot"}, "needs retention="),
+    ({"method": "aot", "retention": 0.1, "param.no_such_knob": 3}, "no_such_knob"),
+])
+def test_bad_model_args_fail_before_the_model_loads(checkpoints, bad, message):
+    from lmms_eval.models import get_model
+
+    cls = get_model("anchor_ot_qwen3_vl")
+    with pytest.raises(ValueError, match=message):
+        cls(pretrained=str(checkpoints["qwen3_vl"]), device="cpu", device_map="cpu", **bad)
 
 
 def test_unsupported_checkpoint_is_refused_before_loading(checkpoints, hf_home, tmp_path):
@@ -209,6 +232,8 @@ def test_qwen_equals_builtin_at_full_retention_batched(checkpoints, hf_home, tmp
     assert ours == builtin
     assert len(set(builtin.values())) > 1
     rows = read_log(log)
+    if family == "qwen2_5_vl":  # Qwen3-VL adds per-video timestamp text, so only the ids are checked there
+        check_doc_ids(rows)
     assert sorted(r["doc_id"] for r in rows) == list(range(N_DOCS))
     assert {r["batch_size"] for r in rows} == {2}
     for r in rows:
