@@ -238,6 +238,7 @@ def test_qwen_equals_builtin_at_full_retention_batched(checkpoints, hf_home, tmp
     assert {r["batch_size"] for r in rows} == {2}
     for r in rows:
         assert r["kept"] == r["total"] == r["video_tokens_before"] == r["video_tokens_after"]
+        assert r["prefill_s"] > 0 and r["encode_s"] > 0 and 0 <= r["new_tokens"] <= 4  # max_new_tokens
         (frames,), ((h, w),) = r["frames"], r["grid"]
         assert frames == FRAMES // 2 and r["total"] == frames * h * w
 

@@ -329,16 +329,16 @@ class ReductionRunner:
         encode_s = times["encode_s"]
         reduce_s = max(0.0, times["prepare_s"] - encode_s)
         score_s = prepared.encoded[0].score_seconds if prepared is not None and prepared.encoded else 0.0
-        stop = {t for t in (eos, pad) if isinstance(t, int)}
+        # generated tokens per sample, not counting EOS/padding after an early stop
+        stop = torch.tensor(sorted({t for t in (eos, pad) if isinstance(t, int)}), dtype=new_tokens.dtype,
+                            device=new_tokens.device)
+        generated = (~torch.isin(new_tokens, stop)).sum(dim=1).view(B, repeat).sum(dim=1).tolist()
         for b in range(B):
             task, split, doc_id = docs[b]
             videos = per_row[b]
             kept = sum(prepared.reduced[v].num_tokens for v in videos) if videos else 0
             total = sum(prepared.encoded[v].video.num_frames * prepared.encoded[v].video.tokens_per_frame
                         for v in videos) if videos else 0
-            rows = new_tokens[b * repeat:(b + 1) * repeat]
-            n_new = int(sum(int((~torch.isin(r, torch.tensor(sorted(stop), device=r.device))).sum()) if stop
-                            else r.numel() for r in rows))
             self.records.append({
                 "model": self.model_id, **self.settings.describe(),
                 "task": task, "split": split, "doc_id": doc_id,
@@ -349,7 +349,7 @@ class ReductionRunner:
                 "video_tokens_before": int(before_video[b]), "video_tokens_after": int(after_video[b]),
                 "kept": int(kept), "total": int(total),
                 "prompt_tokens_before": int(before_prompt[b]), "prompt_tokens_after": int(after_prompt[b]),
-                "new_tokens": n_new,
+                "new_tokens": int(generated[b]),
                 "encode_s": encode_s, "score_s": score_s, "reduce_s": reduce_s,
                 "prefill_s": times["prefill_s"], "generate_s": times["generate_s"],
             })
