@@ -212,3 +212,19 @@ def test_visionzip_split_by_hand():
     # floor(54/64 * k) dominant of k = 9, 10, 9, 10
     assert dominant.tolist() == [7, 8, 7, 8]
     assert contextual.tolist() == [2, 2, 2, 2]
+
+
+def test_eq11_with_a_frame_kept_whole_and_one_unselected_token_by_hand():
+    # K = 5 of 2 x 3 without the inter step: anchors per frame spread_counts(5, 2) = [2, 3], so
+    # frame 1 is kept whole (no unselected token: its plan must be ignored) and frame 0 has one
+    # unselected token, which the marginals force to split 1/2 : 1/2 over its two anchors:
+    # A_j = (x_j + x_u / 2) / (1 + 1/2) (eq. 10-11, lambda = 1)
+    g = torch.Generator().manual_seed(4)
+    X = torch.randn(2, 3, 4, generator=g, dtype=torch.float64)
+    s = torch.tensor([[3.0, 2.0, 1.0], [3.0, 2.0, 1.0]])
+    v = VideoTokens(X, (1, 3), global_scores=s, local_scores=s)
+    out = AOT(retention=5 / 6, anchors="global", inter=False, tol=1e-12, max_iter=1000)(v)
+    expected = torch.cat([(X[0, :2] + X[0, 2] / 2) / 1.5, X[1]])
+    torch.testing.assert_close(out.tokens, expected, atol=1e-12, rtol=1e-12)
+    assert out.source_index.tolist() == [0, 1, 3, 4, 5]
+    assert out.mass.tolist() == [2.0, 1.0, 1.0, 1.0, 1.0] or out.mass.tolist() == [1.0, 2.0, 1.0, 1.0, 1.0]
