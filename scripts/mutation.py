@@ -42,7 +42,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # would run ~70 cases per mutant; the value tests below are what should kill mutants.
 MODULES: dict[str, list[str]] = {
     "ot": ["tests/test_ot.py", "tests/test_ot_values.py", "tests/test_values.py"],
-    "methods/_frames": ["tests/test_values.py", "tests/test_half_precision.py", "tests/test_peers.py"],
+    "methods/_frames": ["tests/test_frames_values.py", "tests/test_values.py", "tests/test_half_precision.py",
+                        "tests/test_peers.py"],
     "methods/pool": ["tests/test_peers.py", "tests/test_values.py", "tests/test_half_precision.py"],
     "methods/visionzip": ["tests/test_peers.py", "tests/test_values.py", "tests/test_half_precision.py"],
     "methods/random_keep": ["tests/test_peers.py", "tests/test_values.py", "tests/test_half_precision.py"],
@@ -52,6 +53,25 @@ MODULES: dict[str, list[str]] = {
     "methods/base": ["tests/test_peers.py", "tests/test_values.py", "tests/test_aot.py"],
     "metrics": ["tests/test_metrics.py"],
 }
+
+_CLEAR_CACHES = """
+
+
+import functools as _functools  # added by scripts/mutation.py (scratch copy only)
+import sys as _sys
+
+import pytest as _pytest
+
+
+@_pytest.fixture(autouse=True)
+def _clear_anchor_ot_caches():
+    for name, mod in list(_sys.modules.items()):
+        if name.startswith("anchor_ot"):
+            for obj in list(vars(mod).values()):
+                if isinstance(obj, _functools._lru_cache_wrapper):
+                    obj.cache_clear()
+    yield
+"""
 
 STATUSES = ("killed", "survived", "timeout", "suspicious", "no tests", "skipped", "not checked",
             "segfault", "check was interrupted by user", "caught by type check")
@@ -64,6 +84,11 @@ def run_module(module: str, tests: list[str], budget: int, children: int, out: P
     try:
         for item in ("src", "tests"):
             shutil.copytree(ROOT / item, work / item, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        # mutmut forks every mutant run from a process that already ran the tests: results memoized
+        # by functools caches (pool's grid partitions) would hide mutants of the cached functions,
+        # so the scratch copy clears every anchor_ot lru_cache before each test
+        with open(work / "tests" / "conftest.py", "a") as fh:
+            fh.write(_CLEAR_CACHES)
         cfg = (ROOT / "pyproject.toml").read_text()
         cfg += ("\n[tool.mutmut]\n"
                 f"only_mutate = [{target!r}]\n"

@@ -212,3 +212,59 @@ def test_visionzip_split_by_hand():
     # floor(54/64 * k) dominant of k = 9, 10, 9, 10
     assert dominant.tolist() == [7, 8, 7, 8]
     assert contextual.tolist() == [2, 2, 2, 2]
+
+
+def test_eq11_with_a_frame_kept_whole_and_one_unselected_token_by_hand():
+    # K = 5 of 2 x 3 without the inter step: anchors per frame spread_counts(5, 2) = [2, 3], so
+    # frame 1 is kept whole (no unselected token: its plan must be ignored) and frame 0 has one
+    # unselected token, which the marginals force to split 1/2 : 1/2 over its two anchors:
+    # A_j = (x_j + x_u / 2) / (1 + 1/2) (eq. 10-11, lambda = 1)
+    g = torch.Generator().manual_seed(4)
+    X = torch.randn(2, 3, 4, generator=g, dtype=torch.float64)
+    s = torch.tensor([[3.0, 2.0, 1.0], [3.0, 2.0, 1.0]])
+    v = VideoTokens(X, (1, 3), global_scores=s, local_scores=s)
+    out = AOT(retention=5 / 6, anchors="global", inter=False, tol=1e-12, max_iter=1000)(v)
+    expected = torch.cat([(X[0, :2] + X[0, 2] / 2) / 1.5, X[1]])
+    torch.testing.assert_close(out.tokens, expected, atol=1e-12, rtol=1e-12)
+    assert out.source_index.tolist() == [0, 1, 3, 4, 5]
+    assert out.mass.tolist() == [2.0, 1.0, 1.0, 1.0, 1.0] or out.mass.tolist() == [1.0, 2.0, 1.0, 1.0, 1.0]
+
+
+def test_intra_sinkhorn_settings_and_diagnostics_are_passed_through():
+    # eps and max_iter reach the intra-frame solve (a cap of 3 iterations is hit), the solve is
+    # quiet (diagnostics go to info, no SinkhornNotConverged warning), and info reports it
+    import warnings
+
+    g = torch.Generator().manual_seed(3)
+    X = torch.randn(1, 6, 5, generator=g, dtype=torch.float64)
+    s = torch.tensor([[6.0, 5.0, 1.0, 1.0, 1.0, 1.0]])
+    v = VideoTokens(X, (2, 3), global_scores=s, local_scores=s)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = AOT(retention=2 / 6, anchor_fraction=2 / 6, anchors="global", eps=0.02, max_iter=3, tol=1e-12)(v)
+    assert out.info["intra_sinkhorn_iters"] == 3
+    assert out.info["intra_converged"] is False
+    assert out.info["intra_method"] in ("scaling", "log")
+    Xa, Xu = X[0, :2], X[0, 2:]
+    from anchor_ot.ot import sinkhorn
+    ref = sinkhorn((1 - _cos(Xa, Xu))[None], eps=0.02, max_iter=3, tol=1e-12, warn=False)
+    assert out.info["intra_marginal_error"] == pytest.approx(float(ref.marginal_error.max()), rel=1e-9)
+    T = ref.plan[0]
+    torch.testing.assert_close(out.tokens, (Xa + T @ Xu) / (1 + T.sum(1, keepdim=True)), atol=1e-12, rtol=1e-10)
+
+
+def test_hard_intra_merges_by_plan_argmax_not_nearest_anchor():
+    # "hard" follows the plan: with uniform marginals and two anchors, the balanced plan sends
+    # some tokens to the anchor that is NOT their nearest; hard merging must follow the plan
+    g = torch.Generator().manual_seed(12)
+    X = torch.randn(1, 8, 3, generator=g, dtype=torch.float64)
+    X[0, 2:] = X[0, 0] + 0.3 * torch.randn(6, 3, generator=g, dtype=torch.float64)  # all near anchor 0
+    s = torch.tensor([[8.0, 7.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]])
+    v = VideoTokens(X, (1, 8), global_scores=s, local_scores=s)
+    out = AOT(retention=2 / 8, anchor_fraction=2 / 8, anchors="global", aggregation="hard", **EXACT)(v)
+    Xa, Xu = X[0, :2], X[0, 2:]
+    T = _pot_plan(1 - _cos(Xa, Xu), np.full(2, 0.5), np.full(6, 1 / 6), 0.1)
+    target = T.argmax(0)
+    assert target.tolist() != _cos(Xa, Xu).argmax(0).tolist()  # the plan and the nearest anchor differ
+    expected = torch.stack([(Xa[j] + Xu[target == j].sum(0)) / (1 + int((target == j).sum())) for j in range(2)])
+    torch.testing.assert_close(out.tokens, expected, atol=1e-12, rtol=1e-10)

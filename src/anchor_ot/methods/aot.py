@@ -374,7 +374,7 @@ class AOT(Reducer):
         nearest = cos_u.argmax(1)  # (F, N) nearest valid anchor of each token
         A = Xa  # a fresh tensor (advanced indexing copies), safe to update in place
         A_mass = valid_a.to(work)  # running mass of each anchor (input tokens it stands for)
-        if self.intra and Mmax < N and bool((~is_anchor).any()):
+        if self.intra and bool((~is_anchor).any()):  # frames kept whole are handled inside
             A, A_mass, assign_u, it_info = self._intra(X, Xa, cos, is_anchor, valid_a, M_f, nearest, work)
             info.update(it_info)
         else:
