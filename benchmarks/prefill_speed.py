@@ -35,43 +35,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import threading
+import sys
 import time
 from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 
-
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-class PeakRSS:
-    """Peak RSS above the starting level while the block runs (bytes), polled every 2 ms."""
-
-    def __enter__(self):
-        self.base = rss_bytes()
-        self.peak = self.base
-        self._stop = threading.Event()
-
-        def poll():
-            while not self._stop.is_set():
-                self.peak = max(self.peak, rss_bytes())
-                time.sleep(0.002)
-
-        self._thread = threading.Thread(target=poll, daemon=True)
-        self._thread.start()
-        self.t0 = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc):
-        self.seconds = time.perf_counter() - self.t0
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, rss_bytes())
-        self.extra = self.peak - self.base
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _memory import PeakRSS  # noqa: E402  (benchmarks/_memory.py)
 
 
 def build_model():

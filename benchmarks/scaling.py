@@ -34,39 +34,14 @@ import os
 import statistics
 import subprocess
 import sys
-import threading
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _memory import PeakRSS  # noqa: E402  (benchmarks/_memory.py)
 
 FRAMES = (8, 16, 32, 64, 128, 256)
 DIMS = (3584, 1152)
 QUADRATIC = {"divprune": "all-pairs nearest neighbour over F*N tokens: (F*N)^2 * d"}
-
-
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-class PeakRSS:
-    def __enter__(self):
-        self.base = rss_bytes()
-        self.peak = self.base
-        self._stop = threading.Event()
-
-        def poll():
-            while not self._stop.is_set():
-                self.peak = max(self.peak, rss_bytes())
-                time.sleep(0.001)
-
-        self._t = threading.Thread(target=poll, daemon=True)
-        self._t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._t.join()
-        self.peak = max(self.peak, rss_bytes())
-        self.extra = self.peak - self.base
 
 
 def worker(method: str, dim: int, frames: list[int], threads: int) -> None:
@@ -85,7 +60,7 @@ def worker(method: str, dim: int, frames: list[int], threads: int) -> None:
                             local_scores=torch.rand(F, 196, generator=g) + 1e-3)
         repeats = 3 if F <= 32 else 2
         times = []
-        with PeakRSS() as mem:
+        with PeakRSS(interval=0.001) as mem:
             red(video)  # warm-up
             for _ in range(repeats):
                 t = time.perf_counter()
