@@ -63,6 +63,13 @@ SWEEP: dict[str, dict] = {
     "penalty=0.03": {"frame_penalty": 0.03},
     "penalty=0.1": {"frame_penalty": 0.1},
     "penalty linear 0.005": {"penalty_shape": "linear", "frame_penalty": 0.005},
+    "penalty=0.02": {"frame_penalty": 0.02},
+    "penalty linear 0.01": {"penalty_shape": "linear", "frame_penalty": 0.01},
+    "clip_length=8 penalty=0.03": {"clip_length": 8, "frame_penalty": 0.03},
+    # scene cuts: uniform clips also cut where adjacent frame means have cosine < cut_tau
+    "cut_tau=0.9": {"cut_tau": 0.9},
+    "cut_tau=0.95": {"cut_tau": 0.95},
+    "cut_tau=0.95 penalty linear 0.01": {"cut_tau": 0.95, "penalty_shape": "linear", "frame_penalty": 0.01},
     # temporal merge and clips (base: no static merge, clip length round(0.4 / r))
     "static_tau=0.9": {"static_tau": 0.9},
     "clips=dynamic": {"clips": "dynamic"},
@@ -70,6 +77,7 @@ SWEEP: dict[str, dict] = {
     "clip_length=4": {"clip_length": 4},
     "clip_length=8": {"clip_length": 8},
     "clip_length=16": {"clip_length": 16},
+    "clip_rule=divisor": {"clip_rule": "divisor"},  # equal clips (no padding); only 0.15 changes at 32 frames
     "group=frame": {"group": "frame"},
     # numerics
     "sim_dtype=float32": {"sim_dtype": "float32"},
