@@ -329,3 +329,26 @@ def test_clip_rule_divisor_picks_equal_clips():
         assert AOTPlus(retention=r, clip_rule="divisor").clip_frames(32) == L == AOTPlus(retention=r).clip_frames(32)
     assert AOTPlus(retention=0.05, clip_rule="divisor").clip_frames(30) == 6  # divisors of 30 in [4, 16]: 5, 6, 10
     assert AOTPlus(retention=0.05, clip_rule="divisor").clip_frames(31) == 8  # prime: no divisor in range, round
+
+
+def test_linear_penalty_sends_background_to_the_nearest_frame_in_time():
+    # 8 frames of one near-constant background, 4 anchors for the clip: half the frames have no
+    # anchor of their own. All cosines tie (to ~1e-6), so the cross-frame cost decides: with the
+    # default linear cost every token joins an anchor of the nearest anchored frame; with the step
+    # cost any other frame costs the same, and tokens go to far frames' anchors.
+    F, grid, d = 8, (2, 2), 16
+    g = torch.Generator().manual_seed(5)
+    x = torch.ones(F, 4, d) + 1e-3 * torch.randn(F, 4, d, generator=g)
+    video = VideoTokens(x, grid=grid)
+    frame = torch.arange(F).repeat_interleave(4)
+
+    def far(out):  # how many tokens sit farther in time from their anchor than from some anchor
+        home = out.frame_index[out.assignment]
+        nearest = (frame[:, None] - out.frame_index[None, :]).abs().min(1).values
+        return int(((home - frame).abs() > nearest).sum())
+
+    linear = AOTPlus(retention=4 / 32, clip_length=8)
+    assert (linear.penalty_shape, linear.frame_penalty) == ("linear", 0.01)
+    out = linear(video)
+    assert out.num_tokens == 4 and far(out) == 0
+    assert far(AOTPlus(retention=4 / 32, clip_length=8, penalty_shape="step", frame_penalty=0.015)(video)) > 0

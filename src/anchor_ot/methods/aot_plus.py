@@ -20,9 +20,13 @@ the options the sweep compared in brackets:
    :func:`kcenter_rounds`) [sequential k-center over the clip ``"kcenter"``,
    optionally weighted by attention ``score_weight``; ``"grid"``; AOT's attention
    top-k ``"attention"``; ``"random"``].
-5. **Spatio-temporal cost** ``1 - cos + frame_penalty * [frames differ]``
-   (``frame_penalty=0.015``) in the selection and the assignment
-   [``penalty_shape="linear"``: ``* |frame difference|``].
+5. **Spatio-temporal cost** ``1 - cos + frame_penalty * |frame difference|``
+   (``frame_penalty=0.01``, ``penalty_shape="linear"``) in the selection and the
+   assignment [``penalty_shape="step"``: ``* [frames differ]``, the default before
+   the held-out check: a far frame of the clip then costs no more than the next
+   one, so a few frames' anchors absorb the background of the whole clip and
+   between-frames are located at those frames (``docs/aot.md``, "Temporal on
+   held-out clips"); ``cut_tau``: also cut uniform clips at scene cuts].
 6. **Two alternations of assignment and barycentre** (``iters=2``): every point
    goes to its cheapest anchor (``assign="nearest"``: the eps -> 0 limit of the
    transport plan with the anchors' own masses as marginal, where the nearest
@@ -336,16 +340,18 @@ class AOTPlus(Reducer):
     static_tau : float or None, default None
         Same-position cosine above which a position is static through a clip and
         becomes one point; None = no temporal merge.
-    frame_penalty : float, default 0.015
-        Spatio-temporal cost: ``1 - cos + frame_penalty * [frames differ]`` between
+    frame_penalty : float, default 0.01
+        Spatio-temporal cost: ``1 - cos + frame_penalty * |f_anchor - f_point|`` between
         an anchor (the frame of its medoid) and a point, in k-center selection and
         assignment. 0 = frames of a clip are interchangeable; large = every anchor
         keeps to its own frame.
-    penalty_shape : {"step", "linear"}, default "step"
-        ``"step"``: the penalty is paid once for any other frame; ``"linear"``: it
-        grows with the frame distance, ``frame_penalty * |f_anchor - f_token|``
-        (temporal locality; the AOT release scales its inter-frame cost by a
-        time factor for the same reason).
+    penalty_shape : {"step", "linear"}, default "linear"
+        ``"step"``: the penalty is paid once for any other frame,
+        ``frame_penalty * [f_anchor != f_token]``; ``"linear"``: it grows with the
+        frame distance, ``frame_penalty * |f_anchor - f_token|`` (temporal
+        locality; the AOT release scales its inter-frame cost by a time factor for
+        the same reason). Linear keeps every frame's own share of a static
+        background and so the frame's temporal evidence (``docs/aot.md``).
     group : {"clip", "frame"}, default "clip"
         Where anchors are chosen and tokens assigned: over all points of a clip
         (anchors may absorb tokens of any frame of their clip), or frame by frame
@@ -402,8 +408,8 @@ class AOTPlus(Reducer):
     seg_tau: float = 0.8
     seg_c: int = 8
     static_tau: float | None = None
-    frame_penalty: float = 0.015
-    penalty_shape: str = "step"
+    frame_penalty: float = 0.01
+    penalty_shape: str = "linear"
     group: str = "clip"
     budget: str = "points"
     init: str = "kcenter-frame"
