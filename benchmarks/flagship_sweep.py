@@ -57,12 +57,21 @@ SWEEP: dict[str, dict] = {
     # aggregation and placement
     "output=medoid": {"output": "medoid"},
     "placement=medoid": {"placement": "medoid"},
-    # spatio-temporal cost (base: 0.015, step)
+    # spatio-temporal cost (base: 0.01 x |frame difference|, "linear"; "step" pays once for any other frame)
     "penalty=0": {"frame_penalty": 0.0},
-    "penalty=0.01": {"frame_penalty": 0.01},
-    "penalty=0.03": {"frame_penalty": 0.03},
-    "penalty=0.1": {"frame_penalty": 0.1},
     "penalty linear 0.005": {"penalty_shape": "linear", "frame_penalty": 0.005},
+    "penalty linear 0.0075": {"penalty_shape": "linear", "frame_penalty": 0.0075},
+    "penalty linear 0.015": {"penalty_shape": "linear", "frame_penalty": 0.015},
+    "penalty step 0.01": {"penalty_shape": "step", "frame_penalty": 0.01},
+    "penalty step 0.015": {"penalty_shape": "step", "frame_penalty": 0.015},  # the default before the held-out check
+    "penalty step 0.02": {"penalty_shape": "step", "frame_penalty": 0.02},
+    "penalty step 0.03": {"penalty_shape": "step", "frame_penalty": 0.03},
+    "penalty step 0.1": {"penalty_shape": "step", "frame_penalty": 0.1},
+    "clip_length=8 penalty step 0.03": {"clip_length": 8, "penalty_shape": "step", "frame_penalty": 0.03},
+    # scene cuts: uniform clips also cut where adjacent frame means have cosine < cut_tau
+    "cut_tau=0.9": {"cut_tau": 0.9},
+    "cut_tau=0.95": {"cut_tau": 0.95},
+    "cut_tau=0.95 penalty step 0.015": {"cut_tau": 0.95, "penalty_shape": "step", "frame_penalty": 0.015},
     # temporal merge and clips (base: no static merge, clip length round(0.4 / r))
     "static_tau=0.9": {"static_tau": 0.9},
     "clips=dynamic": {"clips": "dynamic"},
@@ -70,6 +79,7 @@ SWEEP: dict[str, dict] = {
     "clip_length=4": {"clip_length": 4},
     "clip_length=8": {"clip_length": 8},
     "clip_length=16": {"clip_length": 16},
+    "clip_rule=divisor": {"clip_rule": "divisor"},  # equal clips (no padding); only 0.15 changes at 32 frames
     "group=frame": {"group": "frame"},
     # numerics
     "sim_dtype=float32": {"sim_dtype": "float32"},

@@ -39,7 +39,8 @@ OPTIONS = [{}, {"assign": "ot"}, {"assign": "ot", "anchor_marginal": "uniform"},
            {"init": "grid"}, {"init": "random"}, {"static_tau": 0.5}, {"group": "frame"},
            {"group": "frame", "static_tau": 0.5}, {"clips": "dynamic"}, {"clip_length": 1},
            {"clip_length": 3}, {"budget": "tokens"}, {"output": "medoid"}, {"score_weight": 1.0},
-           {"frame_penalty": 0.0}, {"frame_penalty": 5.0}, {"iters": 1}]
+           {"frame_penalty": 0.0}, {"frame_penalty": 5.0}, {"iters": 1}, {"cut_tau": 0.99},
+           {"clip_rule": "divisor"}]
 
 
 @pytest.mark.parametrize("opts", OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default")
@@ -285,7 +286,8 @@ def test_budget_option_points_vs_tokens():
 
 @pytest.mark.parametrize("bad", [{"clips": "x"}, {"clip_length": 0}, {"static_tau": 2.0}, {"budget": "y"},
                                  {"init": "z"}, {"iters": 0}, {"assign": "w"}, {"eps": 0.0},
-                                 {"frame_penalty": -1.0}, {"group": "v"}, {"output": "u"}, {"score_weight": -1}])
+                                 {"frame_penalty": -1.0}, {"group": "v"}, {"output": "u"}, {"score_weight": -1},
+                                 {"clip_rule": "t"}, {"cut_tau": 1.5}])
 def test_bad_parameters_raise(bad):
     with pytest.raises((ValueError, TypeError)):
         AOTPlus(**bad)
@@ -294,3 +296,59 @@ def test_bad_parameters_raise(bad):
 def test_registered():
     assert "aot+" in methods.available()
     assert methods.get("aot+:ot").assign == "ot"
+
+
+def test_cut_tau_splits_uniform_clips_at_scene_cuts():
+    # frames 0-4 and 5-9 show two unrelated scenes: a cut between frames 4 and 5, inside the
+    # second uniform clip of 4 frames ([4, 8)); frame means of adjacent frames agree elsewhere
+    F, grid, d = 10, (3, 3), 12
+    g = torch.Generator().manual_seed(3)
+    basis = torch.linalg.qr(torch.randn(d, d, generator=g))[0].T
+    scene = torch.tensor([0] * 5 + [1] * 5)
+    x = basis[scene][:, None, :] * 4 + 0.05 * torch.randn(F, 9, d, generator=g)
+    video = VideoTokens(x, grid=grid)
+    plain = AOTPlus(retention=0.2, clip_length=4)
+    cut = AOTPlus(retention=0.2, clip_length=4, cut_tau=0.5)
+    assert plain.clips_for(video) == [(0, 4), (4, 8), (8, 10)]
+    assert cut.clips_for(video) == [(0, 4), (4, 5), (5, 8), (8, 10)]
+    # no output token mixes the two scenes with the split; without it one clip spans the cut
+    out = cut(video)
+    mixed = torch.zeros(out.num_tokens, 2).index_add_(0, out.assignment, torch.nn.functional.one_hot(
+        scene.repeat_interleave(9), 2).float())
+    assert int(((mixed > 0).sum(1) > 1).sum()) == 0
+    # the budget is stated from the shape alone, with the worst case of F clips
+    assert cut.num_kept(F, grid) == max(round(0.2 * F * 9), F) == out.num_tokens
+    assert AOTPlus(retention=0.01, cut_tau=0.5).num_kept(F, grid) == F
+
+
+def test_clip_rule_divisor_picks_equal_clips():
+    # 0.4 / r = 2.67 at 15 %: "round" gives 3 (32 = 10 x 3 + 2), "divisor" the nearest divisor 2
+    assert AOTPlus(retention=0.15).clip_frames(32) == 3
+    assert AOTPlus(retention=0.15, clip_rule="divisor").clip_frames(32) == 2
+    for r, L in [(0.25, 2), (0.1, 4), (0.05, 8)]:  # divisors already: unchanged
+        assert AOTPlus(retention=r, clip_rule="divisor").clip_frames(32) == L == AOTPlus(retention=r).clip_frames(32)
+    assert AOTPlus(retention=0.05, clip_rule="divisor").clip_frames(30) == 6  # divisors of 30 in [4, 16]: 5, 6, 10
+    assert AOTPlus(retention=0.05, clip_rule="divisor").clip_frames(31) == 8  # prime: no divisor in range, round
+
+
+def test_linear_penalty_sends_background_to_the_nearest_frame_in_time():
+    # 8 frames of one near-constant background, 4 anchors for the clip: half the frames have no
+    # anchor of their own. All cosines tie (to ~1e-6), so the cross-frame cost decides: with the
+    # default linear cost every token joins an anchor of the nearest anchored frame; with the step
+    # cost any other frame costs the same, and tokens go to far frames' anchors.
+    F, grid, d = 8, (2, 2), 16
+    g = torch.Generator().manual_seed(5)
+    x = torch.ones(F, 4, d) + 1e-3 * torch.randn(F, 4, d, generator=g)
+    video = VideoTokens(x, grid=grid)
+    frame = torch.arange(F).repeat_interleave(4)
+
+    def far(out):  # how many tokens sit farther in time from their anchor than from some anchor
+        home = out.frame_index[out.assignment]
+        nearest = (frame[:, None] - out.frame_index[None, :]).abs().min(1).values
+        return int(((home - frame).abs() > nearest).sum())
+
+    linear = AOTPlus(retention=4 / 32, clip_length=8)
+    assert (linear.penalty_shape, linear.frame_penalty) == ("linear", 0.01)
+    out = linear(video)
+    assert out.num_tokens == 4 and far(out) == 0
+    assert far(AOTPlus(retention=4 / 32, clip_length=8, penalty_shape="step", frame_penalty=0.015)(video)) > 0

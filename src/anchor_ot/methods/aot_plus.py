@@ -20,9 +20,13 @@ the options the sweep compared in brackets:
    :func:`kcenter_rounds`) [sequential k-center over the clip ``"kcenter"``,
    optionally weighted by attention ``score_weight``; ``"grid"``; AOT's attention
    top-k ``"attention"``; ``"random"``].
-5. **Spatio-temporal cost** ``1 - cos + frame_penalty * [frames differ]``
-   (``frame_penalty=0.015``) in the selection and the assignment
-   [``penalty_shape="linear"``: ``* |frame difference|``].
+5. **Spatio-temporal cost** ``1 - cos + frame_penalty * |frame difference|``
+   (``frame_penalty=0.01``, ``penalty_shape="linear"``) in the selection and the
+   assignment [``penalty_shape="step"``: ``* [frames differ]``, the default before
+   the held-out check: a far frame of the clip then costs no more than the next
+   one, so a few frames' anchors absorb the background of the whole clip and
+   between-frames are located at those frames (``docs/aot.md``, "Temporal on
+   held-out clips"); ``cut_tau``: also cut uniform clips at scene cuts].
 6. **Two alternations of assignment and barycentre** (``iters=2``): every point
    goes to its cheapest anchor (``assign="nearest"``: the eps -> 0 limit of the
    transport plan with the anchors' own masses as marginal, where the nearest
@@ -63,12 +67,13 @@ from anchor_ot.methods._density import split_budget
 from anchor_ot.methods._frames import distinctiveness, unit_rows, work_dtype
 from anchor_ot.methods.base import Reducer, assemble, default_budget
 from anchor_ot.ot import sinkhorn
-from anchor_ot.segment import dynamic_segments, uniform_segments
+from anchor_ot.segment import dynamic_segments, transition_similarity, uniform_segments
 from anchor_ot.types import ReducedVideo, VideoTokens
 
 __all__ = ["AOTPlus", "kcenter_anchors", "kcenter_rounds", "static_positions", "group_budget"]
 
 CLIP_MODES = ("uniform", "dynamic")
+CLIP_RULES = ("round", "divisor")
 BUDGETS = ("points", "tokens")
 GROUPS = ("clip", "frame")
 INITS = ("kcenter", "kcenter-frame", "grid", "attention", "random")
@@ -315,6 +320,19 @@ class AOTPlus(Reducer):
         gets longer clips (more frames share anchors), and the cost of one
         assignment step, ~K x (clip tokens) x d, stays the same. 1 = frame by frame;
         ``>= F`` = the whole video as one clip.
+    clip_rule : {"round", "divisor"}, default "round"
+        How ``clip_length=None`` picks the length ``L0 = 0.4 / retention``:
+        ``"round"``: ``round(L0)``; ``"divisor"``: the divisor of F nearest ``L0``
+        among those in ``[L0 / 2, 2 L0]`` (ties: the shorter), else ``round(L0)``,
+        so the clips are equal and need no padding (F = 32: 2 frames at 15 %
+        instead of 3; the other retentions above are unchanged).
+    cut_tau : float or None, default None
+        Scene-cut split of uniform clips: a clip is also cut between adjacent
+        frames whose frame-mean tokens have cosine below ``cut_tau``
+        (:func:`anchor_ot.segment.transition_similarity`, the first rule of
+        FastVID's DySeg, arXiv 2503.11187 eq. 2), so no anchor absorbs tokens
+        across a cut. None = no split. With a split the worst case is F clips,
+        so the output size is ``max(round(retention * F * N), F)``.
     seg_tau : float, default 0.8
         DySeg threshold (AOT release's call: 0.8).
     seg_c : int, default 8
@@ -322,16 +340,18 @@ class AOTPlus(Reducer):
     static_tau : float or None, default None
         Same-position cosine above which a position is static through a clip and
         becomes one point; None = no temporal merge.
-    frame_penalty : float, default 0.015
-        Spatio-temporal cost: ``1 - cos + frame_penalty * [frames differ]`` between
+    frame_penalty : float, default 0.01
+        Spatio-temporal cost: ``1 - cos + frame_penalty * |f_anchor - f_point|`` between
         an anchor (the frame of its medoid) and a point, in k-center selection and
         assignment. 0 = frames of a clip are interchangeable; large = every anchor
         keeps to its own frame.
-    penalty_shape : {"step", "linear"}, default "step"
-        ``"step"``: the penalty is paid once for any other frame; ``"linear"``: it
-        grows with the frame distance, ``frame_penalty * |f_anchor - f_token|``
-        (temporal locality; the AOT release scales its inter-frame cost by a
-        time factor for the same reason).
+    penalty_shape : {"step", "linear"}, default "linear"
+        ``"step"``: the penalty is paid once for any other frame,
+        ``frame_penalty * [f_anchor != f_token]``; ``"linear"``: it grows with the
+        frame distance, ``frame_penalty * |f_anchor - f_token|`` (temporal
+        locality; the AOT release scales its inter-frame cost by a time factor for
+        the same reason). Linear keeps every frame's own share of a static
+        background and so the frame's temporal evidence (``docs/aot.md``).
     group : {"clip", "frame"}, default "clip"
         Where anchors are chosen and tokens assigned: over all points of a clip
         (anchors may absorb tokens of any frame of their clip), or frame by frame
@@ -383,11 +403,13 @@ class AOTPlus(Reducer):
 
     clips: str = "uniform"
     clip_length: int | None = None
+    clip_rule: str = "round"
+    cut_tau: float | None = None
     seg_tau: float = 0.8
     seg_c: int = 8
     static_tau: float | None = None
-    frame_penalty: float = 0.015
-    penalty_shape: str = "step"
+    frame_penalty: float = 0.01
+    penalty_shape: str = "linear"
     group: str = "clip"
     budget: str = "points"
     init: str = "kcenter-frame"
@@ -421,6 +443,9 @@ class AOTPlus(Reducer):
         self.clips = check_choice("clips", self.clips, CLIP_MODES)
         if self.clip_length is not None:
             self.clip_length = check_int("clip_length", self.clip_length, low=1)
+        self.clip_rule = check_choice("clip_rule", self.clip_rule, CLIP_RULES)
+        if self.cut_tau is not None:
+            self.cut_tau = check_number("cut_tau", self.cut_tau, low=-1.0, high=1.0)
         self.seg_tau = check_number("seg_tau", self.seg_tau, low=-1.0, high=1.0)
         self.seg_c = check_int("seg_c", self.seg_c, low=1)
         if self.static_tau is not None:
@@ -445,7 +470,7 @@ class AOTPlus(Reducer):
     # -- budget -----------------------------------------------------------------
     def min_clips(self, num_frames: int) -> int:
         """Most clips any input of this length can have (one output token each)."""
-        if self.clips == "dynamic" or self.group == "frame":
+        if self.clips == "dynamic" or self.group == "frame" or self.cut_tau is not None:
             return num_frames
         return len(uniform_segments(num_frames, self.clip_frames(num_frames)))
 
@@ -453,7 +478,12 @@ class AOTPlus(Reducer):
         """Frames per uniform clip for a video of ``num_frames`` frames (see ``clip_length``)."""
         if self.clip_length is not None:
             return self.clip_length
-        return int(min(num_frames, max(1, round(0.4 / self.retention))))
+        target = 0.4 / self.retention
+        if self.clip_rule == "divisor":
+            divs = [L for L in range(1, num_frames + 1) if num_frames % L == 0 and target / 2 <= L <= 2 * target]
+            if divs:
+                return min(divs, key=lambda L: (abs(L - target), L))
+        return int(min(num_frames, max(1, round(target))))
 
     def num_kept(self, num_frames: int, grid: tuple[int, int]) -> int:
         """``max(round(retention * F * N), min_clips(F))``, from the shape alone."""
@@ -464,7 +494,13 @@ class AOTPlus(Reducer):
         """The clips ``(start, end)`` used for this video."""
         if self.clips == "dynamic":
             return dynamic_segments(video.tokens.mean(1), tau=self.seg_tau, c=self.seg_c)
-        return uniform_segments(video.num_frames, self.clip_frames(video.num_frames))
+        clips = uniform_segments(video.num_frames, self.clip_frames(video.num_frames))
+        if self.cut_tau is None or video.num_frames < 2:
+            return clips
+        sim = transition_similarity(video.tokens.mean(1))  # (F - 1,) cosine of frame f to f + 1
+        cuts = ((sim < self.cut_tau).nonzero().flatten() + 1).tolist()  # one host sync per video
+        bounds = sorted({s for s, _ in clips} | set(cuts))
+        return list(zip(bounds, bounds[1:] + [video.num_frames]))
 
     # -- reduction --------------------------------------------------------------
     def reduce(self, video: VideoTokens, num_kept: int) -> ReducedVideo:
