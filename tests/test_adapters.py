@@ -38,6 +38,7 @@ from anchor_ot.adapters import prepare  # noqa: E402
 from anchor_ot.adapters.base import compact_rows, reduce_side_features  # noqa: E402
 from anchor_ot.methods.base import Reducer, assemble  # noqa: E402
 from anchor_ot.types import VideoTokens  # noqa: E402
+from anchor_ot.testing import fan_in_init  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -72,24 +73,6 @@ def tokenize(texts):
 
 
 # -- models -------------------------------------------------------------------------------
-
-
-def fan_in_init(model: nn.Module, seed: int) -> nn.Module:
-    """Random weights with fan-in scaling (std 0.02 makes greedy output one repeated token)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for mod in model.modules():
-            if isinstance(mod, (nn.Linear, nn.Conv2d, nn.Conv3d)):
-                fan_in = mod.weight[0].numel()
-                mod.weight.copy_(torch.randn(mod.weight.shape, generator=g) * fan_in ** -0.5)
-                if mod.bias is not None:
-                    mod.bias.copy_(torch.randn(mod.bias.shape, generator=g) * 0.02)
-            elif isinstance(mod, nn.Embedding):
-                mod.weight.copy_(torch.randn(mod.weight.shape, generator=g))
-        for name, p in model.named_parameters():
-            if name.endswith("image_newline"):
-                p.copy_(torch.randn(p.shape, generator=g))
-    return model.eval()
 
 
 TEXT = dict(vocab_size=V, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,

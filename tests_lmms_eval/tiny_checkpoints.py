@@ -13,8 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-from torch import nn
+from anchor_ot.testing import fan_in_init
 
 SPECIAL = ["<pad>", "<|im_start|>", "<|im_end|>", "<image>", "<video>", "<|vision_start|>", "<|vision_end|>",
            "<|image_pad|>", "<|video_pad|>"]
@@ -60,23 +59,6 @@ def make_tokenizer(chat_template: str):
                                   unk_token="<unk>", additional_special_tokens=SPECIAL[1:], padding_side="left")
     tok.chat_template = chat_template
     return tok
-
-
-def fan_in_init(model: nn.Module, seed: int) -> nn.Module:
-    """Random weights with fan-in scaling (std 0.02 makes greedy output one repeated token)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for mod in model.modules():
-            if isinstance(mod, (nn.Linear, nn.Conv2d, nn.Conv3d)):
-                mod.weight.copy_(torch.randn(mod.weight.shape, generator=g) * mod.weight[0].numel() ** -0.5)
-                if mod.bias is not None:
-                    mod.bias.copy_(torch.randn(mod.bias.shape, generator=g) * 0.02)
-            elif isinstance(mod, nn.Embedding):
-                mod.weight.copy_(torch.randn(mod.weight.shape, generator=g))
-        for name, p in model.named_parameters():
-            if name.endswith("image_newline"):
-                p.copy_(torch.randn(p.shape, generator=g))
-    return model.eval()
 
 
 def _text(tok) -> dict:
