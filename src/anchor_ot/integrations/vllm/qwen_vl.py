@@ -4,7 +4,8 @@ vLLM already prunes Qwen videos (EVS / VidCom2) through a "multimodal pruning" p
 processor reserves a count known before the encoder, the model's
 ``_postprocess_video_embeds_evs`` keeps that many embeddings and appends each one's
 M-RoPE (t, h, w) position in extra channels, and the runner rebuilds the request's
-positions from them (``recompute_mrope_positions``). The plugin reuses that path (it is
+positions from them (``recompute_mrope_positions``, which we override so that the positions
+equal :func:`anchor_ot.generate`'s; see its docstring). The plugin reuses that path (it is
 switched on by ``video_pruning_rate`` > 0, which :func:`engine_args` sets) and replaces
 only what is kept:
 
@@ -137,6 +138,43 @@ class _AnchorQwenModelMixin:
         kept = torch.cat([reduced.tokens, *side], dim=-1) if side else reduced.tokens
         return kept, keep_flags(reduced).to(emb.device)
 
+    def recompute_mrope_positions(self, input_ids, multimodal_embeddings, mrope_positions, num_computed_tokens):
+        """vLLM's position rebuild after pruning, with two corrections so that positions equal
+        :func:`anchor_ot.generate`'s (the full prompt's positions at the kept tokens, never renumbered).
+
+        vLLM (``vllm.multimodal.video_prune.evs.recompute_mrope_positions``, called by the runner
+        once the video embeddings exist) already gives each kept token its own (t, h, w) position
+        (the extra channels :meth:`_postprocess_video_embeds_evs` appends) and restarts the text
+        after a video where the *full* video ends, as transformers' ``get_rope_index`` does (Qwen3-VL:
+        the full video's last vision-end position + 1; Qwen2.5-VL: the start + the extra channel,
+        which our :meth:`_postprocess_video_embeds_evs` sets to max(h, w) / merge). Corrected:
+
+        1. It takes the first ``<|vision_start|>`` at or after the computed tokens as the start of
+           the next media item. The Qwen chat templates wrap a video in an outer
+           ``<|vision_start|> ... <|vision_end|>`` (transformers expands only ``<|video_pad|>``),
+           and Qwen3-VL's per-frame timestamps come before each frame's own
+           ``<|vision_start|>``; the outer token is then taken for the video's start, which puts
+           the whole video and all text after it some 50 positions too far. Here it sees only
+           the ``<|vision_start|>`` tokens directly followed by an image or video placeholder
+           (the others are hidden from it, as token id -1, in its copy of the ids).
+        2. Its decode offset is ``max(position) + 1 - N`` (N = prompt length); transformers'
+           ``generate`` continues from the *last* prompt position + 1
+           (``_update_model_kwargs_for_generation``). They differ when a Qwen2.5-VL video's
+           temporal positions (``tokens_per_second`` x seconds per temporal patch) run past the
+           text that follows it; the offset returned here is ``position[N - 1] + 1 - N``.
+        """
+        device = multimodal_embeddings[0].device if len(multimodal_embeddings) else mrope_positions.device
+        ids = torch.as_tensor(input_ids, device=device).to(torch.long)
+        cfg = self.config
+        media_next = torch.zeros_like(ids, dtype=torch.bool)
+        media_next[:-1] = (ids[1:] == cfg.image_token_id) | (ids[1:] == cfg.video_token_id)
+        ids = ids.masked_fill((ids == cfg.vision_start_token_id) & ~media_next, -1)
+        embeds, positions, _ = super().recompute_mrope_positions(
+            input_ids=ids, multimodal_embeddings=multimodal_embeddings, mrope_positions=mrope_positions,
+            num_computed_tokens=num_computed_tokens)
+        n = ids.numel()
+        return embeds, positions, int(positions[0, n - 1]) + 1 - n
+
 
 def _frames(scores, frames):
     return None if scores is None else scores.reshape(frames, -1)
@@ -266,5 +304,8 @@ class AnchorOTQwen2_5_VLForConditionalGeneration(_AnchorQwenModelMixin, Qwen2_5_
             kept, mask = self._anchor_reduce(emb, size, sc, emb.shape[1])
             positions = compute_mrope_for_media(size, merge, tokens_per_second=tps,
                                                 video_second_per_grid=sec.item()).to(emb.device)
+            # channel 3 is how far vLLM advances the text after the video; it puts the grid width
+            # there, transformers' get_rope_index advances by max(h, w) / merge (differs for h > w)
+            positions[:, 3] = max(int(size[1]), int(size[2])) // merge
             out.append(torch.cat([kept, positions[mask].to(kept.dtype)], dim=1))
         return tuple(out)
