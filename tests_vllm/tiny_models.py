@@ -14,11 +14,11 @@ import json
 import pathlib
 
 import numpy as np
-import torch
 from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer, models, pre_tokenizers
-from torch import nn
 from transformers import PreTrainedTokenizerFast
+
+from anchor_ot.testing import fan_in_init
 
 SPECIAL = ["<pad>", "<|im_start|>", "<|im_end|>", "<image>", "<video>", "<|vision_start|>", "<|vision_end|>",
            "<|image_pad|>", "<|video_pad|>", "<|endoftext|>"]
@@ -43,24 +43,6 @@ def make_tokenizer() -> PreTrainedTokenizerFast:
     tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     return PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", eos_token="<|im_end|>",
                                    additional_special_tokens=SPECIAL[1:], padding_side="left")
-
-
-def fan_in_init(model: nn.Module, seed: int) -> nn.Module:
-    """Random weights with fan-in scaling (std 0.02 makes greedy output one repeated token)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for mod in model.modules():
-            if isinstance(mod, (nn.Linear, nn.Conv2d, nn.Conv3d)):
-                fan_in = mod.weight[0].numel()
-                mod.weight.copy_(torch.randn(mod.weight.shape, generator=g) * fan_in ** -0.5)
-                if mod.bias is not None:
-                    mod.bias.copy_(torch.randn(mod.bias.shape, generator=g) * 0.02)
-            elif isinstance(mod, nn.Embedding):
-                mod.weight.copy_(torch.randn(mod.weight.shape, generator=g))
-        for name, p in model.named_parameters():
-            if name.endswith("image_newline"):
-                p.copy_(torch.randn(p.shape, generator=g))
-    return model.eval()
 
 
 def _text(**extra):
