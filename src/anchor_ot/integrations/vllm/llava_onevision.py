@@ -26,7 +26,7 @@ from anchor_ot.families import llava_onevision as family
 from anchor_ot.families.base import EncodedVideo, reduce_video
 from anchor_ot.integrations.vllm._compat import check_version
 from anchor_ot.integrations.vllm._scores import siglip_received
-from anchor_ot.integrations.vllm.settings import from_config_cached
+from anchor_ot.integrations.vllm.settings import ModelSettingsMixin, from_config_cached
 from anchor_ot.types import VideoTokens
 
 ARCHITECTURE = "AnchorOTLlavaOnevisionForConditionalGeneration"
@@ -57,21 +57,13 @@ class AnchorOTLlavaOnevisionProcessor(LlavaOnevisionMultiModalProcessor):
 
 @MULTIMODAL_REGISTRY.register_processor(AnchorOTLlavaOnevisionProcessor, info=AnchorOTLlavaOnevisionProcessingInfo,
                                         dummy_inputs=LlavaOnevisionDummyInputsBuilder)
-class AnchorOTLlavaOnevisionForConditionalGeneration(LlavaOnevisionForConditionalGeneration):
+class AnchorOTLlavaOnevisionForConditionalGeneration(ModelSettingsMixin, LlavaOnevisionForConditionalGeneration):
     """vLLM's LLaVA-OneVision whose video path returns ``reducer.num_kept(F, grid) + 1`` embeddings per video."""
 
     def __init__(self, *, vllm_config, prefix: str = "") -> None:
         check_version()
         from_config_cached(vllm_config.model_config.hf_config)  # bad settings: fail at engine start
         super().__init__(vllm_config=vllm_config, prefix=prefix)
-
-    @property
-    def anchor_settings(self):
-        return from_config_cached(self.config)[0]
-
-    @property
-    def anchor_reducer(self):
-        return from_config_cached(self.config)[1]
 
     def _anchor_score_modules(self) -> dict:
         if self.anchor_settings.scores != "attention":

@@ -42,7 +42,7 @@ from anchor_ot.families import qwen_vl as fam
 from anchor_ot.families.base import EncodedVideo, keep_flags, reduce_video
 from anchor_ot.integrations.vllm._compat import check_version
 from anchor_ot.integrations.vllm._scores import qwen_vit_received
-from anchor_ot.integrations.vllm.settings import from_config_cached
+from anchor_ot.integrations.vllm.settings import ModelSettingsMixin, from_config_cached
 from anchor_ot.types import VideoTokens
 
 
@@ -77,18 +77,10 @@ def _resize_runs(ids: list[int], token: int, counts: list[int]) -> list[int]:
     return out
 
 
-class _AnchorQwenModelMixin:
+class _AnchorQwenModelMixin(ModelSettingsMixin):
     """Video path shared by both Qwen families: hooks around the ViT, reduction, positions."""
 
     anchor_family = None  # set by the subclasses
-
-    @property
-    def anchor_settings(self):
-        return from_config_cached(self.config)[0]
-
-    @property
-    def anchor_reducer(self):
-        return from_config_cached(self.config)[1]
 
     def _anchor_init(self, vllm_config) -> None:
         check_version()

@@ -15,7 +15,7 @@ from anchor_ot import methods
 from anchor_ot._validation import check_choice, check_retention
 from anchor_ot.methods.base import Reducer
 
-__all__ = ["CONFIG_KEY", "Settings"]
+__all__ = ["CONFIG_KEY", "Settings", "ModelSettingsMixin"]
 
 CONFIG_KEY = "anchor_ot"
 SCORE_CHOICES = ("attention", "none")
@@ -119,3 +119,19 @@ def from_config_cached(hf_config) -> tuple[Settings, Reducer]:
             _REDUCERS.clear()
         _REDUCERS[key] = hit
     return hit
+
+
+class ModelSettingsMixin:
+    """The engine's settings and reducer, read from the model's Hugging Face config (``self.config``).
+
+    Shared by every anchor-ot model subclass; the values are cached per distinct settings by
+    :func:`from_config_cached`.
+    """
+
+    @property
+    def anchor_settings(self) -> Settings:
+        return from_config_cached(self.config)[0]
+
+    @property
+    def anchor_reducer(self) -> Reducer:
+        return from_config_cached(self.config)[1]
