@@ -20,7 +20,6 @@ Run::
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import warnings
 
@@ -28,6 +27,7 @@ import torch
 
 from anchor_ot import methods
 from anchor_ot.ot import cosine_cost, sinkhorn
+from anchor_ot.testing import structured_video
 from anchor_ot.types import VideoTokens
 
 CASES = ((7, (13, 13), 48), (32, (14, 14), 96), (9, (8, 12), 40))
@@ -35,21 +35,7 @@ RETENTIONS = (0.05, 0.1, 0.25)
 
 
 def make_video(num_frames, grid, dim, dtype=torch.float32, scores=True, seed=0) -> VideoTokens:
-    g = torch.Generator().manual_seed(seed)
-    h, w = grid
-    yy, xx = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
-    t = torch.linspace(0, 1, num_frames)[:, None, None]
-    fields = []
-    for _ in range(6):
-        fy, fx, ft, ph = (torch.rand(4, generator=g) * torch.tensor([3.0, 3.0, 2.0, 6.28])).tolist()
-        fields.append(torch.sin(2 * math.pi * (fy * yy + fx * xx + ft * t) + ph))
-    basis = torch.stack(fields, -1).reshape(num_frames, h * w, -1)
-    tokens = basis @ torch.randn(6, dim, generator=g) + 0.3 * torch.randn(num_frames, h * w, dim, generator=g)
-    sc = torch.rand(num_frames, h * w, generator=g) + 1e-3
-    loc = torch.rand(num_frames, h * w, generator=g) + 1e-3
-    if not scores:
-        sc = loc = None
-    return VideoTokens(tokens.to(dtype), grid, global_scores=sc, local_scores=loc)
+    return structured_video(num_frames, grid, dim, dtype, scores, seed)
 
 
 def method_names() -> list[str]:

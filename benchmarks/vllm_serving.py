@@ -20,7 +20,6 @@ families. Figures on tiny models are about the pipeline's overheads, not model q
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import statistics
@@ -35,6 +34,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests_vllm"))
 
 import tiny_models  # noqa: E402
+
+from anchor_ot.testing import close_llm as close  # noqa: E402
 
 MEDIA = {"llava_onevision": "<video>", "qwen3_vl": "<|vision_start|><|video_pad|><|vision_end|>",
          "qwen2_5_vl": "<|vision_start|><|video_pad|><|vision_end|>"}
@@ -70,14 +71,6 @@ def engine(path, extra):
     return LLM(model=str(path), enforce_eager=True, max_model_len=8192, seed=0, dtype="float32",
                limit_mm_per_prompt={"video": 1}, enable_prefix_caching=False, mm_processor_cache_gb=0, **extra)
 
-
-def close(llm):
-    try:
-        llm.llm_engine.engine_core.shutdown()
-    except Exception:
-        pass
-    del llm
-    gc.collect()
 
 
 def main():

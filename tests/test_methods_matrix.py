@@ -9,13 +9,13 @@ retention) cell whose method cannot reach the budget must be listed in
 
 from __future__ import annotations
 
-import math
 import re
 
 import pytest
 import torch
 
 from anchor_ot import methods
+from anchor_ot.testing import structured_video
 from anchor_ot.types import ReducedVideo, VideoTokens
 
 # 0.005 is below one token per frame on the 7- and 32-frame shapes (K < F), where per-frame methods
@@ -56,21 +56,8 @@ def infeasible(name: str, num_frames: int, grid: tuple[int, int], retention: flo
 
 def make_video(num_frames: int, grid: tuple[int, int], dtype: torch.dtype = torch.float32,
                dim: int = DIM, seed: int = 0) -> VideoTokens:
-    """Tokens with structure: smooth spatial fields drifting over time, plus noise; positive scores."""
-    g = torch.Generator().manual_seed(seed)
-    h, w = grid
-    yy, xx = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
-    t = torch.linspace(0, 1, num_frames)[:, None, None]
-    fields = []
-    for _ in range(6):
-        fy, fx, ft, ph = (torch.rand(4, generator=g) * torch.tensor([3.0, 3.0, 2.0, 6.28])).tolist()
-        fields.append(torch.sin(2 * math.pi * (fy * yy + fx * xx + ft * t) + ph))  # (F, h, w)
-    basis = torch.stack(fields, -1).reshape(num_frames, h * w, -1)  # (F, N, 6)
-    mix = torch.randn(basis.shape[-1], dim, generator=g)
-    tokens = basis @ mix + 0.3 * torch.randn(num_frames, h * w, dim, generator=g)
-    scores = torch.rand(num_frames, h * w, generator=g) + 1e-3
-    local = torch.rand(num_frames, h * w, generator=g) + 1e-3
-    return VideoTokens(tokens.to(dtype), grid, global_scores=scores, local_scores=local)
+    """Tokens with structure (``anchor_ot.testing.structured_video``), positive scores."""
+    return structured_video(num_frames, grid, dim, dtype, seed=seed)
 
 
 def _cells():

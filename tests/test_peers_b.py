@@ -13,15 +13,6 @@ from anchor_ot.types import VideoTokens
 NAMES = ["fastvid", "prunevid", "ottvid"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: on a busy 2-core box, 2 OpenMP threads make small ops far slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def video(F, h, w, d=16, seed=0, scores=False, dtype=torch.float32):
     g = torch.Generator().manual_seed(seed)
     base = torch.randn(1, h * w, d, generator=g)

@@ -15,14 +15,6 @@ from anchor_ot.types import VideoTokens
 NAMES = ["holitom", "evs", "vidcom2"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def video(F, h, w, d=16, seed=0, scores=True, noise=0.6, dtype=torch.float32):
     g = torch.Generator().manual_seed(seed)
     base = torch.randn(1, h * w, d, generator=g, dtype=torch.float64)

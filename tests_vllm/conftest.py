@@ -10,7 +10,6 @@ eager mode, 1 GiB KV cache) on tiny random checkpoints written to a temp folder
 
 from __future__ import annotations
 
-import gc
 import os
 import sys
 from pathlib import Path
@@ -29,6 +28,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 import torch  # noqa: E402
 
 import tiny_models  # noqa: E402
+
+from anchor_ot.testing import close_llm as close  # noqa: E402,F401  (re-exported to the tests)
 
 torch.set_num_threads(1)
 
@@ -63,11 +64,3 @@ def make_llm(path, plugin: dict | None = None, **kw):
         args.update(engine_args(model=str(path), **plugin))
     return LLM(**args)
 
-
-def close(llm) -> None:
-    try:
-        llm.llm_engine.engine_core.shutdown()
-    except Exception:
-        pass
-    del llm
-    gc.collect()
