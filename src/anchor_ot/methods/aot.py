@@ -362,8 +362,13 @@ class AOT(Reducer):
         is_anchor, score_note = self._select_anchors(video, M_f, work)
         info["scores"] = score_note
         Mmax = int(max(per_frame))
-        ar = torch.arange(N, device=dev)
-        order = torch.argsort((~is_anchor).long() * N + ar, dim=1)  # anchors first, raster order
+        # anchors first, then the other tokens, each in raster order: the position of every token in
+        # that order comes from running counts (a counting sort; same result as a stable argsort of
+        # the anchor flag, without a sort)
+        ar = torch.arange(N, device=dev).expand(F, N)
+        n_anchors_to = is_anchor.long().cumsum(1)  # anchors at or before each position
+        pos = torch.where(is_anchor, n_anchors_to - 1, M_f[:, None] + ar - n_anchors_to)
+        order = torch.empty_like(pos).scatter_(1, pos, ar)
         anchor_idx = order[:, :Mmax]  # (F, Mmax)
         valid_a = torch.arange(Mmax, device=dev)[None] < M_f[:, None]
 
@@ -393,7 +398,7 @@ class AOT(Reducer):
         slot = torch.where(is_anchor, slot, assign_u)
 
         # 3. inter-frame OT (eq. 13-16) ------------------------------------------
-        out_of_slot, keep_slot, A = self._inter(A, A_mass, valid_a, clips, keep_later, info, work)
+        out_of_slot, keep_slot, A = self._inter(A, A_mass, valid_a, clips, per_frame, keep_later, info, work)
 
         # 4. output ----------------------------------------------------------------
         flat_slot = (torch.arange(F, device=dev)[:, None] * Mmax + slot).reshape(-1)
@@ -441,11 +446,12 @@ class AOT(Reducer):
             size = torch.bincount(win, minlength=W)
             # rank of each token inside its window by local score (stable: ties -> raster order)
             by_score = torch.argsort(-l_score, dim=1, stable=True)
-            by_window = torch.argsort(win[by_score], dim=1, stable=True)
-            perm = by_score.gather(1, by_window)
-            start = torch.cumsum(size, 0) - size
-            rank = torch.empty_like(perm)
-            rank.scatter_(1, perm, torch.arange(N, device=dev).expand(F, N) - start[win[perm]])
+            # rank inside the window = earlier tokens (in score order) of the same window: running
+            # per-window counts (a counting sort of the window ids; no second sort)
+            win_sorted = win[by_score]  # (F, N) window of the k-th best token
+            seen = torch.nn.functional.one_hot(win_sorted, W).cumsum(1)  # (F, N, W)
+            rank = torch.empty_like(by_score)
+            rank.scatter_(1, by_score, seen.gather(2, win_sorted[..., None]).squeeze(-1) - 1)
             quota = n_local[:, None] // W + (torch.arange(W, device=dev)[None] < (n_local % W)[:, None]).long()
             quota = torch.minimum(quota, size[None])
             is_local = rank < quota.gather(1, win.expand(F, N))
@@ -505,33 +511,33 @@ class AOT(Reducer):
             A = _frames_bmm(P, X, out=Xa, alpha=lam)
         return A.div_(1.0 + lam * m), mass, assign, info  # eq. 11
 
-    def _inter(self, A, A_mass, valid_a, clips, keep_later, info, work):
+    def _inter(self, A, A_mass, valid_a, clips, per_frame, keep_later, info, work):
         """Clip merging (eq. 13-16). Returns (slot -> owning slot, kept-slot mask, anchors)."""
         A = A.contiguous()  # runs below are views of A
         F, Mmax, d = A.shape
         dev = A.device
         own = torch.arange(F * Mmax, device=dev).reshape(F, Mmax)
-        first_of = torch.empty(F, dtype=torch.long, device=dev)
-        pos_in_clip = torch.empty(F, dtype=torch.long, device=dev)
-        for s, e in clips:  # loop over clips (a handful), not tokens
-            first_of[s:e] = s
-            pos_in_clip[s:e] = torch.arange(e - s, device=dev)
-        later = torch.nonzero(pos_in_clip > 0).squeeze(1)
-        keep = valid_a & (pos_in_clip == 0)[:, None]
-        n_cand = int(valid_a[later].sum()) if later.numel() else 0
-        if later.numel() == 0 or keep_later >= n_cand:
+        # clip layout from the host-side clip list: no small device ops, no syncs
+        later_l = [f for s, e in clips for f in range(s + 1, e)]
+        n_cand = sum(per_frame[f] for f in later_l)
+        if not later_l or keep_later >= n_cand:
             return own, valid_a.clone(), A
-        va_s, va_a = valid_a[later], valid_a[first_of[later]]
+        firsts_l = [s for s, e in clips for _ in range(s + 1, e)]  # first frame of each later frame's clip
+        later = torch.tensor(later_l, dtype=torch.long, device=dev)
+        first_of_later = torch.tensor(firsts_l, dtype=torch.long, device=dev)
+        keep = valid_a.clone()  # first frames keep their anchors; later frames' rows are set below
+        va_s, va_a = valid_a[later], valid_a[first_of_later]
         norm = A.norm(dim=-1).clamp_min(1e-12)  # (F, Mmax)
         # Runs of consecutive clips of equal length (uniform clips: at most two runs) are strided
         # views of A, (clips, length, Mmax, d): no copy of the later frames or of their clip anchors.
         runs = _clip_runs(clips)
         # cosine to the clip anchors A^(1): per run one bmm of all later frames against the first frames'
         # anchors; the rows come out in the order of `later` (clip-major, then position in clip)
-        cos = torch.cat([torch.bmm(A[s0:s0 + nr * ln].view(nr, ln, Mmax, d)[:, 1:].reshape(nr, (ln - 1) * Mmax, d),
-                                   A[s0:s0 + nr * ln:ln].transpose(1, 2)).view(nr * (ln - 1), Mmax, Mmax)
-                         for s0, nr, ln in runs])  # (L, Ms, Ma)
-        cos = cos.div_(norm[later][..., None] * norm[first_of[later]][:, None, :])
+        parts = [torch.bmm(A[s0:s0 + nr * ln].view(nr, ln, Mmax, d)[:, 1:].reshape(nr, (ln - 1) * Mmax, d),
+                           A[s0:s0 + nr * ln:ln].transpose(1, 2)).view(nr * (ln - 1), Mmax, Mmax)
+                 for s0, nr, ln in runs]
+        cos = parts[0] if len(parts) == 1 else torch.cat(parts)  # (L, Ms, Ma)
+        cos = cos.div_(norm[later][..., None] * norm[first_of_later][:, None, :])
         cos = cos.masked_fill(~va_a[:, None, :], -2.0)
         if self.inter_ranking == "plan" or self.aggregation in ("ot", "ot-mass", "hard"):
             a = va_s.to(work) / va_s.sum(1, keepdim=True).to(work)
@@ -554,7 +560,7 @@ class AOT(Reducer):
         # anchor each stable token joins: plan argmax, or nearest by cosine for cosine/none merging
         target = (cos if p is None or self.aggregation in ("cosine", "none") else p).argmax(-1)
         owner = own.clone()
-        owner[later] = torch.where(stable, own[first_of[later]].gather(1, target), own[later])
+        owner[later] = torch.where(stable, own[first_of_later].gather(1, target), own[later])
 
         agg = self.aggregation
         if agg != "none":
