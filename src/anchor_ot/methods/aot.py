@@ -449,7 +449,7 @@ class AOT(Reducer):
             # rank inside the window = earlier tokens (in score order) of the same window: running
             # per-window counts (a counting sort of the window ids; no second sort)
             win_sorted = win[by_score]  # (F, N) window of the k-th best token
-            seen = torch.nn.functional.one_hot(win_sorted, W).cumsum(1)  # (F, N, W)
+            seen = (win_sorted[..., None] == torch.arange(W, device=dev)).cumsum(1)  # (F, N, W)
             rank = torch.empty_like(by_score)
             rank.scatter_(1, by_score, seen.gather(2, win_sorted[..., None]).squeeze(-1) - 1)
             quota = n_local[:, None] // W + (torch.arange(W, device=dev)[None] < (n_local % W)[:, None]).long()
