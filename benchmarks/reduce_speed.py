@@ -1,9 +1,10 @@
 """AOT reduce time vs the compute floor, per input dtype, in one process.
 
 Setting (issues 2 and 12): F=32 frames, N=196 tokens per frame (14x14), d=3584
-(Qwen2-7B hidden size), retention 0.1, CPU, a fixed thread count (``--threads``,
-default 1). Random tokens and scores with a fixed seed; the tokens are given in each
-of ``--dtypes`` (fp32, fp16, bf16; the methods compute in fp32).
+(Qwen2-7B hidden size), retention 0.1, CPU, at each torch thread count of ``--threads``
+(default: 1 and 2, set in turn in one process). Random tokens and scores with a fixed
+seed; the tokens are given in each of ``--dtypes`` (fp32, fp16, bf16; the methods compute
+in fp32).
 
 The compute floor is the time of the two batched products any OT merge must do:
 anchors x all tokens (the cost) and plan x tokens (the aggregation), with AOT's own
@@ -11,8 +12,9 @@ shapes (F x M x d times F x d x N, F x M x N times F x N x d), in fp32, the work
 dtype. Method and floor calls alternate, ``--repeats`` times after 2 warm-up rounds;
 the ratio is median(method) / median(floor); the last column is the ratio of the
 fastest calls (other jobs on a shared machine only add time). Every registered AOT-family method given
-by ``--methods`` is measured (default: ``aot``, and ``aot+`` when registered). The last
-line is ``ratio_to_floor=<x>`` for ``aot`` on fp32 input.
+by ``--methods`` is measured (default: ``aot``, and ``aot+`` when registered). One
+markdown table for all thread counts, methods and dtypes; the last line is
+``ratio_to_floor=<x>`` for ``aot`` on fp32 input at the first thread count.
 
 On a machine shared with other jobs, OpenMP's default active wait makes threads spin
 for the CPU a descheduled partner needs: with 2 threads every small parallel op can
@@ -21,7 +23,8 @@ avoids it; the header prints the setting in force.
 
 Sinkhorn against POT on structured costs: ``benchmarks/sinkhorn_speed.py``.
 
-Run: ``PYTHONPATH=src python benchmarks/reduce_speed.py [--threads 1] [--repeats 15]``
+Run: ``PYTHONPATH=src python benchmarks/reduce_speed.py [--threads 1 2] [--repeats 15]``
+(about 3 minutes on a quiet 2-core machine with ``aot`` and ``aot+`` at 2 thread counts and 3 dtypes).
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from anchor_ot.types import VideoTokens
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, nargs="*", default=[1, 2])
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--frames", type=int, default=32)
     ap.add_argument("--dim", type=int, default=3584)
@@ -47,7 +50,6 @@ def main() -> None:
     ap.add_argument("--dtypes", nargs="*", default=["float32", "float16", "bfloat16"])
     ap.add_argument("--methods", nargs="*", default=None)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
     names = args.methods or [n for n in ("aot", "aot+") if n in methods.available()]
     gen = torch.Generator().manual_seed(0)
     F, h, w, d = args.frames, 14, 14, args.dim
@@ -65,29 +67,34 @@ def main() -> None:
 
     print(f"torch {torch.__version__}, threads={args.threads}, F={F}, N={N}, d={d}, retention={args.retention}, "
           f"anchors/frame={M}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}, "
-          f"load average {os.getloadavg()[0]:.1f}; floor in fp32")
+          f"load average {os.getloadavg()[0]:.1f} at start; floor in fp32, median of {args.repeats}")
     print()
-    print("| method | input dtype | reduce ms | floor ms | ratio to floor | ratio of the fastest calls |")
-    print("|---|---|---:|---:|---:|---:|")
+    print("| threads | method | input dtype | reduce ms | floor ms | ratio to floor | ratio of the fastest calls |")
+    print("|---:|---|---|---:|---:|---:|---:|")
     last = None
-    for dtype in args.dtypes:
-        video = VideoTokens(X.to(getattr(torch, dtype)), (h, w), global_scores=g_scores, local_scores=l_scores)
-        for name in names:
-            red = methods.get(name, retention=args.retention)
-            t_red, t_floor = [], []
-            for i in range(args.repeats + 2):
-                t = time.perf_counter()
-                red(video)
-                t1 = time.perf_counter()
-                floor()
-                t2 = time.perf_counter()
-                if i >= 2:
-                    t_red.append(t1 - t)
-                    t_floor.append(t2 - t1)
-            r, f = 1e3 * statistics.median(t_red), 1e3 * statistics.median(t_floor)
-            print(f"| {name} | {dtype} | {r:.1f} | {f:.1f} | {r / f:.2f} | {min(t_red) / min(t_floor):.2f} |", flush=True)
-            if name == "aot" and dtype == "float32":
-                last = r / f
+    videos = {dtype: VideoTokens(X.to(getattr(torch, dtype)), (h, w), global_scores=g_scores, local_scores=l_scores)
+              for dtype in args.dtypes}
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        for dtype, video in videos.items():
+            for name in names:
+                red = methods.get(name, retention=args.retention)
+                t_red, t_floor = [], []
+                for i in range(args.repeats + 2):
+                    t = time.perf_counter()
+                    red(video)
+                    t1 = time.perf_counter()
+                    floor()
+                    t2 = time.perf_counter()
+                    if i >= 2:
+                        t_red.append(t1 - t)
+                        t_floor.append(t2 - t1)
+                r, f = 1e3 * statistics.median(t_red), 1e3 * statistics.median(t_floor)
+                print(f"| {threads} | {name} | {dtype} | {r:.1f} | {f:.1f} | {r / f:.2f} | "
+                      f"{min(t_red) / min(t_floor):.2f} |", flush=True)
+                if name == "aot" and dtype == "float32" and last is None:
+                    last = r / f
+    print(f"\nload average {os.getloadavg()[0]:.1f} at the end")
     if last is not None:
         print(f"\nratio_to_floor={last:.2f}")
 
