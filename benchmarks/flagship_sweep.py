@@ -84,14 +84,12 @@ SWEEP: dict[str, dict] = {
     "group=frame": {"group": "frame"},
     # numerics
     "sim_dtype=float32": {"sim_dtype": "float32"},
-    # sketch (issue 12): similarity steps on a k-dim projection, output means in full d
-    "sketch_dim=None": {"sketch_dim": None},  # every step in full d
-    "sketch pca 16": {"sketch_dim": 16, "sketch": "pca"},
+    # sketch (issue 12; base: PCA 96): similarity steps on a k-dim projection, output means in full d
+    "sketch_dim=None": {"sketch_dim": None},  # every step in full d (the default before the sketch sweep)
     "sketch pca 32": {"sketch_dim": 32, "sketch": "pca"},
     "sketch pca 64": {"sketch_dim": 64, "sketch": "pca"},
+    "sketch pca 96": {"sketch_dim": 96, "sketch": "pca"},
     "sketch pca 128": {"sketch_dim": 128, "sketch": "pca"},
-    "sketch pca 64 iters=4": {"sketch_dim": 64, "sketch": "pca", "iters": 4},  # extra steps are cheap in a sketch
-    "sketch random 64": {"sketch_dim": 64, "sketch": "random"},
     "sketch random 128": {"sketch_dim": 128, "sketch": "random"},
     # AOT's published choices in this frame (attention anchors, balanced plan, one step, 4-frame clips)
     "aot-like": {"init": "attention", "assign": "ot", "anchor_marginal": "uniform", "eps": 0.1, "iters": 1,
@@ -113,7 +111,7 @@ def _time(reducer, tokens, repeats: int) -> float:
     return 1e3 * statistics.median(ts)
 
 
-def run(videos, retentions, configs, seeds: int, repeats: int, log=print) -> list[dict]:
+def run(videos, retentions, configs, seeds: int, repeats: int, log=print, peers=PEERS) -> list[dict]:
     """Score every reference and config on every video and retention; one dict per row."""
     rows = []
     paths = bench.resolve_videos(videos)
@@ -123,7 +121,7 @@ def run(videos, retentions, configs, seeds: int, repeats: int, log=print) -> lis
         cache: dict = {}
         for r in retentions:
             jobs = [(f"random#{s}", "random", {"seed": s}) for s in range(seeds)]
-            jobs += [(m, m, {}) for m in REFERENCES if m != "random"]
+            jobs += [(m, m, {}) for m in ("aot", *peers)]
             jobs += [(f"aot+ {name}", "aot+", {**BASE, **SWEEP[name]}) for name in configs]
             for label, method, kw in jobs:
                 torch.manual_seed(0)
@@ -181,8 +179,8 @@ def summarize(rows: list[dict]) -> str:
 
 
 #: Configurations of the speed table (``--speed``): the sketch widths of the sweep, at LLM width.
-SPEED_CONFIGS = ("sketch_dim=None", "sketch pca 16", "sketch pca 32", "sketch pca 64", "sketch pca 128",
-                 "sketch random 64")
+SPEED_CONFIGS = ("sketch_dim=None", "sketch pca 32", "sketch pca 64", "sketch pca 96", "sketch pca 128",
+                 "sketch random 128")
 
 
 def speed(threads: int, repeats: int, dtypes, frames: int = 32, dim: int = 3584, retention: float = 0.1,
@@ -251,6 +249,8 @@ def main() -> None:
                    help="instead of the sweep: the speed table per sketch width at d=3584 (random tokens)")
     p.add_argument("--from-csv", nargs="+", default=None, metavar="ROWS",
                    help="print the summary of these rows.csv files (merged) instead of running")
+    p.add_argument("--peers", default=None,
+                   help="comma-separated peers to score (default: all of PEERS; the best peer is taken among them)")
     p.add_argument("--dtypes", nargs="+", default=["float32"], help="input dtypes of --speed")
     a = p.parse_args()
     if a.from_csv:  # re-summarize rows of earlier runs (e.g. videos split over processes)
@@ -274,7 +274,8 @@ def main() -> None:
         d = Path(a.tuning_set)
         videos = [str(bench.resolve_videos(None)[i]) for i in range(len(bench.DEFAULT_VIDEOS))]
         videos += [str(d / n) for n in ("vtest.avi", "Megamind.avi", "box.mp4", "cup.mp4")]
-    rows = run(videos, a.retentions, configs, a.seeds, a.repeats)
+    peers = PEERS if a.peers is None else tuple(x.strip() for x in a.peers.split(",") if x.strip())
+    rows = run(videos, a.retentions, configs, a.seeds, a.repeats, peers=peers)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "rows.csv", "w", newline="") as fh:

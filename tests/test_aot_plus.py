@@ -8,7 +8,7 @@ import torch
 
 from anchor_ot import methods
 from anchor_ot.methods.aot_plus import (AOTPlus, group_budget, kcenter_anchors, kcenter_rounds, project, sketch_basis,
-                                        static_positions)
+                                        static_positions, token_means)
 from anchor_ot.types import VideoTokens
 
 
@@ -392,6 +392,37 @@ def test_project_matches_a_plain_product():
     torch.testing.assert_close(project(x, b), (x.reshape(21, 11) @ b).reshape(3, 7, 4))
 
 
+def test_project_in_bfloat16_blocks_matches_the_fp32_product():
+    """The CPU bf16 path (blocks of frames) = the product of the bf16-rounded operands, rounded to
+    bf16 (one unit roundoff, 2**-8 relative) and returned in fp32."""
+    g = torch.Generator().manual_seed(7)
+    x, b = torch.randn(9, 70, 33, generator=g), torch.randn(33, 5, generator=g)
+    out = project(x, b, torch.bfloat16)
+    assert out.dtype == torch.float32
+    ref = (x.to(torch.bfloat16).float().reshape(-1, 33) @ b.to(torch.bfloat16).float()).reshape(9, 70, 5)
+    assert float((out - ref).abs().max()) <= 2.0 ** -8 * float(ref.abs().max())
+    assert not torch.equal(out, ref)  # really computed in bf16 (else the option does nothing)
+    torch.testing.assert_close(out, project(x, b), atol=0.05 * float(ref.abs().max()), rtol=0)
+
+
+def test_sketch_basis_gram_in_bfloat16_spans_nearly_the_same_subspace():
+    g = torch.Generator().manual_seed(8)
+    x = torch.randn(300, 40, generator=g) * torch.linspace(4, 0.1, 40)
+    V, Vb = sketch_basis(x, 5), sketch_basis(x, 5, gram_dtype=torch.bfloat16)
+    assert Vb.dtype == torch.float32
+    # principal angles: the projectors differ by little (bf16 Gram: ~3 significant digits)
+    assert float(torch.linalg.matrix_norm(V @ V.T - Vb @ Vb.T, ord=2)) < 0.05
+
+
+def test_token_means_against_index_add():
+    g = torch.Generator().manual_seed(9)
+    x = torch.randn(50, 6, generator=g, dtype=torch.float64)
+    a = torch.randint(0, 7, (50,), generator=g)
+    a[:7] = torch.arange(7)  # every row has a token
+    ref = torch.zeros(7, 6, dtype=torch.float64).index_add_(0, a, x) / torch.bincount(a)[:, None]
+    torch.testing.assert_close(token_means(x, a, 7), ref, atol=1e-12, rtol=1e-12)
+
+
 @pytest.mark.parametrize("opts", [{}, {"static_tau": 0.3}, {"group": "frame"}, {"init": "kcenter"}])
 def test_pca_sketch_of_low_rank_tokens_equals_full_width(opts):
     """Tokens of rank 5: a width-5 PCA sketch keeps every inner product, so the whole reduction
@@ -438,3 +469,17 @@ def test_half_input_with_sketch_computes_in_float32(dtype, opts):
     assert torch.equal(out_h.source_index, out_r.source_index)
     assert torch.equal(out_h.assignment, out_r.assignment)
     assert torch.equal(out_h.tokens, out_r.tokens.to(dtype))
+
+
+def test_default_sketch_is_pca_96_above_width_96():
+    """The default (docs/aot.md, "Sketch"): tokens wider than 96 go through a 96-wide PCA sketch,
+    with the exact count and full-width hard means; narrower tokens are used as they are."""
+    video = _low_rank(F=4, grid=(6, 6), d=130, rank=110, dtype=torch.float32)
+    red = AOTPlus(retention=0.1)
+    assert (red.sketch_dim, red.sketch) == (96, "pca")
+    out = red(video)
+    assert out.info["sketch"] == ("pca", 96) and out.num_tokens == red.num_kept(4, (6, 6))
+    x = video.tokens.reshape(-1, video.dim)
+    sums = torch.zeros_like(out.tokens).index_add_(0, out.assignment, x)
+    torch.testing.assert_close(out.tokens, sums / out.mass[:, None], atol=1e-4, rtol=1e-5)
+    assert "sketch" not in AOTPlus(retention=0.1)(_low_rank(d=96, dtype=torch.float32)).info

@@ -41,8 +41,13 @@ the options the sweep compared in brackets:
    frame keeps the share of tokens step 3 gave it [``placement="medoid"``: the
    member nearest the mean in any frame].
 
-Similarity products run in bfloat16 by default (``sim_dtype``); means, medoids
-and output tokens in the working dtype (float32, or float64 for float64 input).
+Sketch (issue 12, ``sketch_dim=96``): steps 4-6 (anchors, assignments, placement)
+run on a 96-dimensional PCA projection of the tokens (:func:`sketch_basis`, one
+(F N, d) x (d, 96) product), and only the output means touch full d (one sparse
+product, :func:`token_means`); tokens of width <= 96 are used as they are.
+Similarity products run in bfloat16 by default (``sim_dtype``; with a sketch also
+the projection and the sample's Gram matrix); means, medoids and output tokens in
+the working dtype (float32, or float64 for float64 input).
 
 Exact budget: ``num_kept = max(round(retention * F * N), clips)`` (``F`` clips in
 the worst case for dynamic segmentation), stated from the shape alone. Every
@@ -57,6 +62,7 @@ for the integer budget split, and over Sinkhorn iterations (``assign="ot"``).
 
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import dataclass
 
@@ -143,12 +149,15 @@ def group_budget(total: int, weights: torch.Tensor, caps: torch.Tensor) -> torch
     return base + split_budget(total - int(base.sum()), w, caps - base)
 
 
-#: Tokens sampled (evenly spaced, deterministic) for the ``sketch="pca"`` basis: at least this many,
-#: or 4 x the sketch width; the Gram matrix of the sample is the basis's main cost.
-PCA_SAMPLE = 128
+#: Tokens sampled (evenly spaced, deterministic) for the ``sketch="pca"`` basis: this many, or 2 x the
+#: sketch width if more (measured on the tuning clips: 2 x 128 loses nothing against 4 x 128, 1 x 128 does).
+PCA_SAMPLE = 256
+#: Tokens per block of the CPU bf16 projection (:func:`project`).
+PROJECT_BLOCK = 512
 
 
-def sketch_basis(x: torch.Tensor, width: int, kind: str = "pca", seed: int = 0) -> torch.Tensor:
+def sketch_basis(x: torch.Tensor, width: int, kind: str = "pca", seed: int = 0,
+                 gram_dtype: torch.dtype | None = None) -> torch.Tensor:
     """Orthonormal basis of a ``width``-dimensional sketch of the token space.
 
     Parameters
@@ -159,7 +168,7 @@ def sketch_basis(x: torch.Tensor, width: int, kind: str = "pca", seed: int = 0) 
         k, the sketch width, ``1 <= k < d``.
     kind : {"pca", "random"}, default "pca"
         ``"pca"``: the top-k right singular vectors of an evenly spaced sample of
-        ``m = min(T, max(PCA_SAMPLE, 4 k))`` unit-normalized rows, without centering
+        ``m = min(T, max(PCA_SAMPLE, 2 k))`` unit-normalized rows, without centering
         (the subspace that keeps most of the sampled tokens' squared norm, so inner
         products of tokens near it change least: Eckart-Young), computed from the
         eigenvectors of the sample's (m, m) Gram matrix, ``V = S^T W diag(lambda)^(-1/2)``;
@@ -169,6 +178,9 @@ def sketch_basis(x: torch.Tensor, width: int, kind: str = "pca", seed: int = 0) 
         in expectation, with an error of order ``1 / sqrt(k)``); independent of ``x``.
     seed : int, default 0
         Seed of the random basis.
+    gram_dtype : torch.dtype, optional
+        Dtype of the Gram product (e.g. bfloat16, as the similarity products); the
+        eigendecomposition and the basis are in the dtype of ``x``. Default: that dtype.
 
     Returns
     -------
@@ -176,25 +188,45 @@ def sketch_basis(x: torch.Tensor, width: int, kind: str = "pca", seed: int = 0) 
     """
     T, d = x.shape
     if kind == "random":
-        gen = torch.Generator().manual_seed(seed)
-        q, _ = torch.linalg.qr(torch.randn(d, width, generator=gen, dtype=torch.float64))
-        return (q * (d / width) ** 0.5).to(x.device, x.dtype)
-    m = min(T, max(PCA_SAMPLE, 4 * width))
+        return _random_basis(d, width, seed).to(x.device, x.dtype)
+    m = min(T, max(PCA_SAMPLE, 2 * width))
     idx = torch.linspace(0, T - 1, m, device=x.device).round().long()
     s = unit_rows(x.index_select(0, idx))  # (m, d)
-    lam, w = torch.linalg.eigh(s @ s.T)  # ascending eigenvalues of the (m, m) Gram matrix
+    sl = s if gram_dtype is None else s.to(gram_dtype)
+    lam, w = torch.linalg.eigh((sl @ sl.T).to(x.dtype))  # ascending eigenvalues of the (m, m) Gram matrix
     k = min(width, m)
     lam, w = lam[-k:].flip(0), w[:, -k:].flip(1)
     return (s.T @ w) / lam.clamp_min(lam[0] * 1e-6 + 1e-30).sqrt()
 
 
-def project(x: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
-    """Sketch ``x @ basis`` of frame-batched tokens, (F, N, d) -> (F, N, k).
+@functools.lru_cache(maxsize=8)
+def _random_basis(d: int, width: int, seed: int) -> torch.Tensor:
+    """Fixed-seed scaled orthonormal (d, k) basis, float64 on CPU; cached (a QR per call costs ~a projection)."""
+    gen = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(d, width, generator=gen, dtype=torch.float64))
+    return q * (d / width) ** 0.5
 
-    One batched product over frames (on CPU ~1.7x faster than one (F N, d) x (d, k)
-    product, whose (F N, d) operand does not stay in cache)."""
-    F, _, d = x.shape
-    return torch.bmm(x, basis.expand(F, d, basis.shape[1]))
+
+def project(x: torch.Tensor, basis: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Sketch ``x @ basis`` of frame-batched tokens, (F, N, d) -> (F, N, k), in the dtype of ``x``.
+
+    One batched product over frames (on CPU ~1.7x faster than one (F N, d) x (d, k) product,
+    whose (F N, d) operand does not stay in cache). ``dtype`` (e.g. bfloat16): the product's
+    operands are rounded to it; on CPU block by block of ~``PROJECT_BLOCK`` tokens, so the
+    rounded copy stays in cache (a whole-video copy costs more than the product it speeds up)."""
+    F, N, d = x.shape
+    k = basis.shape[1]
+    if dtype is None or dtype == x.dtype:
+        return torch.bmm(x, basis.expand(F, d, k))
+    b = basis.to(dtype)
+    if x.device.type != "cpu":
+        return torch.bmm(x.to(dtype), b.expand(F, d, k)).to(x.dtype)
+    out = torch.empty(F, N, k, dtype=x.dtype, device=x.device)
+    step = max(1, PROJECT_BLOCK // N)
+    for i in range(0, F, step):  # blocks of frames (memory locality), not tokens
+        xb = x[i:i + step].to(dtype)
+        out[i:i + step] = torch.bmm(xb, b.expand(xb.shape[0], d, k))
+    return out
 
 
 def token_means(x: torch.Tensor, assignment: torch.Tensor, num_out: int) -> torch.Tensor:
@@ -480,7 +512,7 @@ class AOTPlus(Reducer):
         measured on unit vectors, d = 384) and is ~6x faster on CPUs with
         AVX512-BF16 and on GPUs; slower on CPUs without bf16 arithmetic. Means,
         medoids and output tokens are always computed in the working dtype.
-    sketch_dim : int or None, default None
+    sketch_dim : int or None, default 96
         Width k of the sketch the similarity steps run on (k-center selection,
         assignment/barycentre iterations, placement): the tokens are projected once
         onto a k-dimensional basis (:func:`sketch_basis`, :func:`project`: one
@@ -489,7 +521,10 @@ class AOTPlus(Reducer):
         projection of its unit vector), an anchor is the sketch of its members' mean
         (linearity: exact), normalized in the sketch. None, or ``k >= d``: every step
         in full d. Our deviation for speed at LLM width (issue 12); the sweep in
-        ``docs/aot.md`` measures what it costs in quality.
+        ``docs/aot.md`` ("Sketch") chose 96: the narrowest PCA sketch that keeps every
+        goal margin on the 7 tuning clips (d = 384 there: coverage and readout within
+        2 random-seed sd of full d); at d = 3584 it reduces in ~1.3x the compute floor
+        instead of 8.3x.
     sketch : {"pca", "random"}, default "pca"
         Basis of the sketch (:func:`sketch_basis`): the uncentered PCA of a token
         sample of this video, or a fixed random orthonormal one (seed ``seed``).
@@ -524,7 +559,7 @@ class AOTPlus(Reducer):
     output: str = "mean"
     placement: str = "home"
     sim_dtype: str = "bfloat16"
-    sketch_dim: int | None = None
+    sketch_dim: int | None = 96
     sketch: str = "pca"
     seed: int = 0
 
@@ -685,8 +720,10 @@ class AOTPlus(Reducer):
         if width is None:
             gsim, u32 = gpts, unit_rows(gpts)
         else:
-            basis = sketch_basis(Xf, width, self.sketch, self.seed)  # (d, k)
-            Z = project(X, basis).view(F * N, width)  # (F*N, k)
+            low = torch.bfloat16 if self.sim_dtype == "bfloat16" else None
+            basis = sketch_basis(Xf, width, self.sketch, self.seed, gram_dtype=low)  # (d, k)
+            width = basis.shape[1]
+            Z = project(X, basis, low).reshape(F * N, width)  # (F*N, k), working dtype
             zorig = Z.view(C, P, width) if uniform else Z[pos]
             if bool(static.any()):
                 zpts = zorig.clone()
@@ -821,6 +858,11 @@ class AOTPlus(Reducer):
         assignment[pos[valid_tok]] = row_of[flat_a[valid_tok]]
         source = src[out_ids]
         if self.output == "mean" and width is not None:  # the only full-d step: one pass over the tokens
+            # rows in source order already, so assemble() need not copy the (K, d) output to sort it
+            order = torch.argsort(source)
+            rank = torch.empty_like(order)
+            rank[order] = torch.arange(order.numel(), device=dev)
+            source, assignment = source[order], rank[assignment]
             tokens = token_means(Xf, assignment, out_ids.numel())
         elif self.output == "mean":
             tokens = A.reshape(C * kmax, d)[out_ids]
