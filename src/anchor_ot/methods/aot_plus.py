@@ -27,8 +27,8 @@ the options the sweep compared in brackets:
    one, so a few frames' anchors absorb the background of the whole clip and
    between-frames are located at those frames (``docs/aot.md``, "Temporal on
    held-out clips"); ``cut_tau``: also cut uniform clips at scene cuts].
-6. **Five alternations of assignment and barycentre** (``iters=5``; 2 before the
-   sketch made them cheap, ``docs/aot.md`` "Sketch"): every point
+6. **Two alternations of assignment and barycentre** (``iters=2``; 5 gain ~1 sd
+   at ~0.35x the compute floor more, ``docs/aot.md`` "Sketch"): every point
    goes to its cheapest anchor (``assign="nearest"``: the eps -> 0 limit of the
    transport plan with the anchors' own masses as marginal, where the nearest
    assignment is the exact plan), then every anchor moves to the mass-weighted mean
@@ -487,10 +487,10 @@ class AOTPlus(Reducer):
         raster order (spatially uniform, as ``pool``), attention top-k, or seeded random.
     score_weight : float, default 0.0
         Attention weight in k-center selection (>= 0; 0 = pure coverage).
-    iters : int, default 5
+    iters : int, default 2
         Plan / barycentre alternations (>= 1; 1 = assign to the initial anchors
-        once and merge). 5 since the sketch (each step costs ~1 % of the call at
-        d = 3584); it was 2 in full d.
+        once and merge). 5 raises every margin on the tuning clips by up to ~1.7 sd
+        but costs ~0.35x the compute floor more at d = 3584 (``docs/aot.md``).
     assign : {"nearest", "ot"}, default "nearest"
         Assignment step: plan argmax of a Sinkhorn plan, or nearest anchor.
     anchor_marginal : {"mass", "uniform"}, default "mass"
@@ -553,7 +553,7 @@ class AOTPlus(Reducer):
     budget: str = "points"
     init: str = "kcenter-frame"
     score_weight: float = 0.0
-    iters: int = 5
+    iters: int = 2
     assign: str = "nearest"
     anchor_marginal: str = "mass"
     eps: float = 0.05
