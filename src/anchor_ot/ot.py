@@ -164,21 +164,26 @@ def sinkhorn(
     method = check_choice("method", method, ("auto", "scaling", "log"))
     work = torch.promote_types(cost.dtype, torch.float32)  # fp16/bf16 -> fp32; fp64 stays
     C = cost.to(work)
-    # a float64 sum of finite fp16/bf16/fp32 values cannot overflow: finite iff every entry is
-    if not bool(torch.isfinite(C.sum(dtype=torch.float64))) and not (
-            work == torch.float64 and bool(torch.isfinite(C).all())):
+    # A sum is finite only if every entry is (NaN and inf propagate); a sum of finite values can
+    # overflow only for entries near the dtype's limit, which the exact test then clears.
+    if not bool(torch.isfinite(C.sum())) and not bool(torch.isfinite(C).all()):
         raise ValueError("cost contains NaN or inf; check the features the cost was built from")
+    uniform = a is None and b is None
     a = _marginal("a", a, B, m, C)
     b = _marginal("b", b, B, n, C)
     total = a.sum(-1)
-    if not torch.allclose(total, b.sum(-1), rtol=1e-5, atol=0.0):
+    if not uniform and not torch.allclose(total, b.sum(-1), rtol=1e-5, atol=0.0):
         raise ValueError("marginals a and b must have the same total mass in every problem")
+    # Without autograd the solver works in place (kernel, scalings and plan in preallocated
+    # buffers); with it, the same iterations run out of place so that gradients flow.
+    grad = torch.is_grad_enabled() and (C.requires_grad or a.requires_grad or b.requires_grad)
 
     # Shifting C by per-problem, per-row or per-column constants leaves the plan unchanged.
-    padded = bool((a == 0).any()) or bool((b == 0).any())
+    padded = not uniform and (bool((a == 0).any()) or bool((b == 0).any()))
     active = ((a > 0)[:, :, None] & (b > 0)[:, None, :]) if padded else None
     lo = (torch.where(active, C, C.new_tensor(float("inf"))) if padded else C).amin(dim=(1, 2))
     hi = (torch.where(active, C, C.new_tensor(float("-inf"))) if padded else C).amax(dim=(1, 2))
+    wide = False
     if method != "log" and float((hi - lo).max().detach()) / eps <= _SCALING_MAX_EXPONENT:
         # common case (cosine costs, eps >= 0.04): one shift per problem suffices
         Cs, method = C - lo[:, None, None], "scaling"
@@ -192,7 +197,8 @@ def sinkhorn(
         col_min = torch.where(torch.isfinite(col_min), col_min, torch.zeros_like(col_min))
         Cs = Cs - col_min
         spread = (torch.where(active, Cs, torch.zeros_like(Cs)) if padded else Cs).amax(dim=(-2, -1))
-        if method == "auto" and float(spread.max().detach()) / eps <= _SCALING_MAX_EXPONENT:
+        if method == "auto":
+            wide = float(spread.max().detach()) / eps > _SCALING_MAX_EXPONENT
             method = "scaling"
 
     def marginal_error(plan):
@@ -200,18 +206,19 @@ def sinkhorn(
 
     if method == "log":
         plan, n_iter = _log_domain(Cs, a, b, active, eps, max_iter, tol, total)
-        err = marginal_error(plan)
+    elif grad:
+        plan, n_iter = _scaling_autograd(Cs, a, b, active, eps, max_iter, tol, total)
     else:
-        plan, n_iter = _scaling(Cs, a, b, active, eps, max_iter, tol, total)
-        err = marginal_error(plan)
-        if method == "auto":
-            # wide cost range: the scaling form (5x faster, measured) usually still works on
-            # min-shifted costs; keep it unless it overflowed or stalled, else redo in log domain
-            if bool(torch.isfinite(err).all()) and bool((err < tol).all()):
-                method = "scaling"
-            else:
-                plan, n_iter = _log_domain(Cs, a, b, active, eps, max_iter, tol, total)
-                err, method = marginal_error(plan), "log"
+        plan, n_iter = _scaling(Cs, a, b, active, eps, max_iter, tol, total, absorb=wide)
+    err = marginal_error(plan)
+    if method == "scaling" and wide and not bool(torch.isfinite(err).all()):
+        # safety net: the stabilized scaling form broke down; the log domain cannot overflow
+        plan, n_iter = _log_domain(Cs, a, b, active, eps, max_iter, tol, total)
+        err, method = marginal_error(plan), "log"
+    elif grad and method == "scaling" and wide and not bool((err < tol).all()):
+        # autograd path (no absorption): wide range, redo in the log domain if scaling stalled
+        plan, n_iter = _log_domain(Cs, a, b, active, eps, max_iter, tol, total)
+        err, method = marginal_error(plan), "log"
     converged = err < tol
     if warn and not bool(converged.all()):
         warnings.warn(
@@ -226,7 +233,9 @@ def sinkhorn(
         n_iter=n_iter,
         converged=converged,
         marginal_error=err,
-        transport_cost=torch.einsum("bij,bij->b", plan, C),
+        # a dot product per problem; einsum("bij,bij->b") became a (1 x mn) @ (mn x 1) bmm,
+        # 5-10x slower here (measured)
+        transport_cost=torch.linalg.vecdot(plan.reshape(B, -1), C.reshape(B, -1)),
         method=method,
     )
 
@@ -237,26 +246,107 @@ def _check_due(n: int, last: int, max_iter: int) -> bool:
     return n - last >= interval or n == max_iter
 
 
-def _scaling(Cs, a, b, active, eps, max_iter, tol, total):
-    K = torch.exp(Cs * (-1.0 / eps))  # out of place: exp's backward reads its output
+# Slots for the iterates not yet tested: more than the largest interval of _check_due.
+_SLOTS = 17
+# Absorb the scalings into the potentials when one exceeds this (tested where the stopping test
+# runs). Just after an absorption the kernel is the current plan (entries <= 1), so scalings near
+# 1e10 keep every product u_i K_ij v_j and matrix-vector product far inside float32's range, and
+# entries flushed to zero (below float32's smallest normal, 1.2e-38) carry ~1e20 * 1.2e-38 of
+# mass each. Measured on real-token costs at eps 0.01: plans within 4e-6 of the log domain's
+# (1e20: 1e-5; 1e30: 1e-4), where the unstabilized scaling form was off by 0.74 relative.
+_ABSORB_ABOVE = 1e10
+
+
+def _scaling(Cs, a, b, active, eps, max_iter, tol, total, absorb=False):
+    """Scaling iterations in preallocated buffers; the kernel's storage becomes the plan.
+
+    The same iterates, stopping test and float operations as :func:`_scaling_autograd` (plans
+    bitwise equal, checked in ``tests/test_speed_paths.py``); with ``absorb`` (wide cost range)
+    scalings above ``_ABSORB_ABOVE`` are absorbed into dual potentials (Schmitzer 2016, SIAM J.
+    Sci. Comput. 41(3), Sec. 3.1; POT's ``sinkhorn_stabilized``): ``f += eps log u``,
+    ``g += eps log v``, ``K = exp((f_i + g_j - C_ij) / eps)``, ``u = v = 1``. The plan
+    ``diag(u) K diag(v)`` and the iteration are unchanged in exact arithmetic; kernel entries
+    below float32's smallest normal are flushed to zero (denormals are ~60x slower here).
+    """
+    B, m, n = Cs.shape
+    # the kernel takes Cs's storage unless Cs is needed again (absorptions recompute from it)
+    K = (torch.mul(Cs, -1.0 / eps) if absorb else Cs.mul_(-1.0 / eps)).exp_()
     if active is not None:
-        K = K * active
+        K.mul_(active)
+    tiny = torch.finfo(K.dtype).tiny
+    if absorb:
+        K.masked_fill_(K < tiny, 0.0)
     # Both matrix-vector products as batched row-vector products, (1 x n) @ K^T and (1 x m) @ K,
     # K^T as a transposed view: on CPU this form is 2-3x faster than broadcast multiply + sum
     # (which allocates a B x m x n temporary per product) and than bmm(K, v[..., None]) (a GEMV
-    # per problem); a contiguous copy of K^T doubles the working set and was 3x slower at 256
-    # problems of 34 x 162 (measured; benchmarks/sinkhorn_speed.py times the solver).
+    # per problem); a contiguous copy of K^T doubles the working set (measured;
+    # benchmarks/sinkhorn_speed.py times the solver).
+    KT = K.transpose(1, 2)
+    a3, b3 = a.unsqueeze(1), b.unsqueeze(1)  # (B, 1, m), (B, 1, n)
+    tot = total.view(1, -1, 1)
+    # Buffers for the iterates not yet tested: slot (t - 1 - last) holds u_{t-1}, v_{t-1} and
+    # K v_{t-1}, whose row error is the stopping test of iteration t (after a v-update the columns
+    # are exact); `last` is the iteration of the previous test, so the pending slots are a prefix.
+    U = K.new_zeros(_SLOTS, B, 1, m)
+    V = K.new_zeros(_SLOTS, B, 1, n)
+    KV = K.new_zeros(_SLOTS, B, 1, m)
+    Us, Vs, KVs = U.unbind(0), V.unbind(0), KV.unbind(0)
+    Vs[0].copy_(b3 > 0)
+    tm, tn = K.new_empty(B, 1, m), K.new_empty(B, 1, n)
+    f = g = None  # dual potentials in units of eps (log-scalings absorbed so far)
+
+    last, n_iter, final = 0, max_iter, None
+    for it in range(1, max_iter + 1):
+        s = it - 1 - last
+        torch.bmm(Vs[s], KT, out=KVs[s])  # K v_{it-1}
+        if it > 1 and _check_due(it, max(last, 1), max_iter):
+            # The pending iterations are tested at once with one host sync: every iteration up to
+            # 8, then every 2, 4, 8, 16. The first one that passes decides, exactly as testing each
+            # in turn would (same values, same arithmetic); the iterations run past it are discarded.
+            k0 = 1 if last == 0 else 0  # iteration 1 is never tested (u_0 = 0)
+            ok = ((U[k0:s + 1] * KV[k0:s + 1] - a3).abs().sum(-1) / tot < tol).flatten(1).all(1).tolist()
+            if True in ok:
+                t = last + k0 + ok.index(True) + 1
+                n_iter, final = t - 1, t - 1 - last
+                break
+            u, v = Us[s], Vs[s]
+            # absorption is tested where the stopping test runs (every iteration up to 8, then
+            # sparser): every iterate made with the old kernel has been tested by then
+            if absorb and float(torch.maximum(u.amax(), v.amax())) > _ABSORB_ABOVE:
+                lu, lv = u.log().transpose(1, 2), v.log()  # log 0 = -inf: padding keeps zero mass
+                f = lu if f is None else f.add_(lu)
+                g = lv if g is None else g.add_(lv)
+                torch.mul(Cs, -1.0 / eps, out=K)
+                if active is not None:
+                    K.masked_fill_(~active, float("-inf"))
+                K.add_(f).add_(g).exp_()
+                K.masked_fill_(K < tiny, 0.0)
+                u.fill_(1.0)
+                v.fill_(1.0)
+                torch.bmm(v, KT, out=KVs[s])
+            last, s1 = it, 0
+        else:
+            s1 = s + 1
+        # zero marginals give zero scalings: 0 / (a positive, finite denominator) = 0
+        torch.div(a3, torch.clamp_min(KVs[s], tiny, out=tm), out=Us[s1])
+        torch.div(b3, torch.bmm(Us[s1], K, out=tn).clamp_min_(tiny), out=Vs[s1])
+    if final is None:
+        final = max_iter - last
+    u, v = Us[final], Vs[final]
+    return K.mul_(u.transpose(1, 2)).mul_(v), max(n_iter, 1)
+
+
+def _scaling_autograd(Cs, a, b, active, eps, max_iter, tol, total):
+    """The iterations of :func:`_scaling` out of place (no absorption), for inputs that need gradients."""
+    K = torch.exp(Cs * (-1.0 / eps))  # out of place: exp's backward reads its output
+    if active is not None:
+        K = K * active
     KT = K.transpose(1, 2)
     tiny = torch.finfo(K.dtype).tiny
-    a3, b3 = a.unsqueeze(1), b.unsqueeze(1)  # (B, 1, m), (B, 1, n): no reshapes inside the loop
+    a3, b3 = a.unsqueeze(1), b.unsqueeze(1)
     tot = total.view(1, -1, 1)
     v = (b3 > 0).to(Cs.dtype)
     u = torch.zeros_like(a3)
-    # The stopping test of iteration t is the row error of (u_{t-1}, v_{t-1}) (after a v-update
-    # the columns are exact). It is evaluated for several iterations at once, from the saved
-    # iterates, with one host sync: every iteration up to 8, then every 2, 4, 8, 16. The first
-    # iteration that passes decides, exactly as testing each one in turn would (same values, same
-    # arithmetic); the few iterations run past it are discarded.
     pending: list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]] = []  # (t, u_{t-1}, K v_{t-1}, v_{t-1})
     last = 1
     n_iter = max_iter
@@ -276,7 +366,6 @@ def _scaling(Cs, a, b, active, eps, max_iter, tol, total):
                     n_iter = t - 1
                     break
                 pending.clear()
-        # zero marginals give zero scalings: 0 / (a positive, finite denominator) = 0
         u = a3 / Kv.clamp_min(tiny)
         v = b3 / torch.bmm(u, K).clamp_min_(tiny)
     return u.transpose(1, 2) * K * v, max(n_iter, 1)
