@@ -176,6 +176,8 @@ def main() -> None:
                     if math.isfinite(e) and e <= err:
                         chosen = (tol_pot, e)
                         break
+                    if closest is not None and e == closest[1]:
+                        break  # the iteration cap, not tol, stopped POT: a smaller tol changes nothing
                     if math.isfinite(e) and (closest is None or e < closest[1]):
                         closest = (tol_pot, e)
                 if chosen is None and (closest is None or closest[1] > 1.05 * err):

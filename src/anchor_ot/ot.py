@@ -279,7 +279,8 @@ def _next_test(n: int, errs: list, prev: tuple | None, tol: float) -> int:
 
     Sinkhorn's marginal error falls about geometrically, so the rate between the last two tests
     predicts the iteration where it crosses ``tol``: test a little before it (never more than
-    16 iterations on, the buffers' size; every iteration up to 4; the fixed schedule of
+    16 iterations on, the buffers' size, nor more than ``n`` on: early rates mislead; every
+    iteration up to 4; the fixed schedule of
     ``_check_due`` when the error is not falling). Which iterate stops is unaffected: every
     iterate is tested; only the number of tests, and of iterations run past the first passing
     one, change.
@@ -290,7 +291,7 @@ def _next_test(n: int, errs: list, prev: tuple | None, tol: float) -> int:
     n0, e0 = prev
     rate = math.log(e1 / e0) / (n - n0)  # < 0
     ahead = math.log(tol / e1) / rate  # iterations still needed, predicted
-    return n + max(1, min(_SLOTS - 1, int(0.9 * ahead)))
+    return n + max(1, min(_SLOTS - 1, n, int(0.9 * ahead)))
 
 
 # Slots for the iterates not yet tested: more than the largest interval of _check_due.
