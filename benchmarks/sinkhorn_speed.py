@@ -165,7 +165,7 @@ def main() -> None:
                 if method == "log_sinkhorn" and args.skip_pot_log:
                     row += ["skipped", "-"]
                     continue
-                chosen, closest = None, None
+                chosen, closest, same = None, None, 0
                 for k in range(9):
                     tol_pot = args.tol * 2.0 ** -k
                     with warnings.catch_warnings():
@@ -176,8 +176,9 @@ def main() -> None:
                     if math.isfinite(e) and e <= err:
                         chosen = (tol_pot, e)
                         break
-                    if closest is not None and e == closest[1]:
-                        break  # the iteration cap, not tol, stopped POT: a smaller tol changes nothing
+                    same = same + 1 if closest is not None and e == closest[1] else 0
+                    if same == 2:  # same plan at tol, tol/2 and tol/4: the iteration cap stopped POT
+                        break
                     if math.isfinite(e) and (closest is None or e < closest[1]):
                         closest = (tol_pot, e)
                 if chosen is None and (closest is None or closest[1] > 1.05 * err):
