@@ -294,7 +294,7 @@ def _next_test(n: int, errs: list, prev: tuple | None, tol: float) -> int:
     return n + max(1, min(_SLOTS - 1, n, int(0.9 * ahead)))
 
 
-# Slots for the iterates not yet tested: more than the largest interval of _check_due.
+# Slots for the iterates not yet tested: more than the largest gap between two tests (16).
 _SLOTS = 17
 # Absorb the scalings into the potentials when one exceeds this (tested where the stopping test
 # runs). Just after an absorption the kernel is the current plan (entries <= 1), so scalings near
@@ -321,7 +321,7 @@ def _scaling(Cs, a, b, active, eps, max_iter, tol, total, shifted=None, flush=Fa
     """Scaling iterations in preallocated buffers; the kernel's storage becomes the plan.
 
     The same iterates, stopping test and float operations as :func:`_scaling_autograd` (plans
-    bitwise equal, checked in ``tests/test_speed_paths.py``). ``Cs`` is overwritten (it becomes
+    bitwise equal, checked in ``tests/test_ot_values.py``). ``Cs`` is overwritten (it becomes
     the kernel, then the plan). With ``shifted`` (wide cost range; a function that recomputes
     ``Cs``) scalings above ``_ABSORB_ABOVE`` are absorbed into dual potentials (Schmitzer 2016, SIAM J.
     Sci. Comput. 41(3), Sec. 3.1; POT's ``sinkhorn_stabilized``): ``f += eps log u``,
