@@ -75,7 +75,7 @@ def test_no_nan_small_eps_and_half_input(dtype, eps):
     assert float(res.marginal_error.max()) < 1e-2
 
 
-def test_auto_keeps_scaling_when_it_works_and_falls_back_to_log():
+def test_auto_keeps_scaling_when_it_works_and_stabilizes_it_on_wide_ranges():
     C = _costs(dtype=torch.float32)
     assert sinkhorn(C, eps=0.1).method == "scaling"
     # wide range but well-behaved: min-shifted scaling converges, and auto keeps it
@@ -87,9 +87,14 @@ def test_auto_keeps_scaling_when_it_works_and_falls_back_to_log():
     with pytest.warns(SinkhornNotConverged):
         stalled = sinkhorn(hard, a, eps=0.001, max_iter=500, method="scaling")
     assert not bool(stalled.converged.all())
+    # auto absorbs the large scalings into potentials (stabilized scaling form) and converges
+    # like the log domain, to the same plan
     res = sinkhorn(hard, a, eps=0.001, max_iter=500)
-    assert res.method == "log" and bool(res.converged.all())
+    assert res.method == "scaling" and bool(res.converged.all())
     torch.testing.assert_close(res.plan.sum(-1), a, atol=1e-4, rtol=0)
+    lg = sinkhorn(hard, a, eps=0.001, max_iter=500, method="log")
+    assert bool(lg.converged.all()) and lg.n_iter == res.n_iter
+    torch.testing.assert_close(res.plan, lg.plan, atol=1e-6, rtol=1e-4)
     # both forms give the same plan where both are safe
     s = sinkhorn(C, eps=0.1, method="scaling", tol=1e-5, max_iter=1000).plan
     lg = sinkhorn(C, eps=0.1, method="log", tol=1e-5, max_iter=1000).plan

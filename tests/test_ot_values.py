@@ -187,3 +187,39 @@ def test_empty_cost_is_refused_with_its_shape(shape):
 def test_non_float_cost_message():
     with pytest.raises(TypeError, match=r"^cost must be a floating torch\.Tensor of shape \(B, m, n\)$"):
         sinkhorn(torch.ones(1, 3, 4, dtype=torch.long))
+
+
+def test_stabilized_scaling_on_a_wide_range_matches_pot_log_with_padding():
+    """Cost range / eps far past fp32's exp range (2 / 0.005 = 400): auto keeps the scaling form
+    and absorbs large scalings into potentials; the plan equals POT's log-domain solver's on the
+    active block, padding stays at zero mass, and no entry is NaN."""
+    C, a, b = _problem(padded=True)
+    C32, a32, b32 = C.float(), a.float(), b.float()
+    res = sinkhorn(C32, a32, b32, eps=0.005, tol=1e-5, max_iter=20000)
+    assert res.method == "scaling" and bool(res.converged.all())
+    lg = sinkhorn(C32, a32, b32, eps=0.005, tol=1e-5, max_iter=20000, method="log", warn=False)
+    assert abs(lg.n_iter - res.n_iter) <= 2  # the same iteration in another form (fp32 rounding)
+    for i in range(3):
+        m, n = 5 - i, 8 - 2 * i
+        ref = ot.sinkhorn(a[i, :m].numpy(), b[i, :n].numpy(), C[i, :m, :n].numpy(), reg=0.005,
+                          method="sinkhorn_log", stopThr=1e-13, numItermax=200000)
+        np.testing.assert_allclose(res.plan[i, :m, :n].double().numpy(), ref, atol=1e-5)
+        assert float(res.plan[i, m:].abs().sum()) == 0.0
+        assert float(res.plan[i, :, n:].abs().sum()) == 0.0
+    assert bool(torch.isfinite(res.plan).all())
+
+
+@pytest.mark.parametrize("eps", [0.1, 0.03])
+def test_in_place_scaling_equals_the_autograd_path_bitwise(eps):
+    """Without autograd the scaling form writes into preallocated buffers and builds the plan in
+    the kernel's storage; with a cost that requires grad it runs out of place. Same iterates, same
+    float operations: identical plans and iteration counts."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(6, 40, 16, generator=g)
+    x[:, 20:] += 2 * x[:, :1]
+    C = cosine_cost(x[:, :12], x[:, 12:])
+    plain = sinkhorn(C, eps=eps, max_iter=500, tol=1e-5, warn=False)
+    graph = sinkhorn(C.clone().requires_grad_(True), eps=eps, max_iter=500, tol=1e-5, warn=False)
+    assert plain.n_iter == graph.n_iter > 3
+    assert torch.equal(plain.plan, graph.plan.detach())
+    graph.transport_cost.sum().backward()  # gradients still flow on that path
