@@ -4,18 +4,21 @@ Setting: F in {8, 16, 32, 64, 128, 256} frames, N = 196 tokens per frame (14 x 1
 d = 3584 (Qwen2-7B hidden size) and d = 1152 (SigLIP width), fp32, retention 0.1, random
 tokens with positive random scores (fixed seed), CPU, one torch thread by default.
 
-Time: one warm-up call, then the fastest of ``--repeats`` calls (default 3). On a shared
-machine other jobs only ever add time, so the minimum is the least noisy estimate; the
-median is kept in the JSON. A call slower than ``--slow`` seconds (default 20) is not
-repeated: its first (cold) call is the figure (``"calls": 1`` in the JSON).
+Time: one warm-up call per F, then the fastest of ``--repeats`` calls (default 3), the F
+values interleaved (round 1 calls F = 8, 16, ..., 256, round 2 again, ...), so that load
+changes on a shared machine hit every F alike. Other jobs only ever add time, so the
+minimum is the least noisy estimate; the median is kept in the JSON. A call slower than
+``--slow`` seconds (default 20) is not repeated: its first (cold) call is the figure
+(``"calls": 1`` in the JSON).
 
 Peak extra memory: resident set size (``/proc/self/statm``) sampled every millisecond by a
 background thread during the calls, maximum minus the RSS just before them (input tensor
 already allocated), reported in MiB and as a multiple of the input tensor (F * N * d * 4
 bytes). RSS includes allocator slack, and a spike shorter than a millisecond can be missed.
 
-Isolation: each (method, d) runs in its own process, F ascending, so memory kept by one
-method's allocator cannot hide another's peak.
+Isolation: each (method, d) runs in its own process (all its F inputs held at once, the
+warm-up calls F ascending), so memory kept by one method's allocator cannot hide
+another's peak.
 
 Slopes: the least-squares fit of log(time) against log(F) over all measured F, and the
 large-F exponent log(t(256) / t(64)) / log(4), which fixed per-call overheads (dominant at
@@ -26,7 +29,7 @@ frames (128); ``--cap 256`` runs it at F = 256 (a single call of minutes). Where
 F = 256 time is missing the table gives a quadratic estimate from its largest measured F,
 marked "est.".
 
-Resumable: results go to ``<out>.json`` after every measured point (under a file lock, so
+Resumable: results go to ``<out>.json`` after every (method, d) (under a file lock, so
 several runs with different ``--methods``/``--dims``/``--frames`` can share one file);
 points already there are skipped unless ``--redo``. At the end (or with ``--report`` alone)
 it prints the markdown tables from the whole JSON and writes ``<out>.png`` (log-log plot,
@@ -62,39 +65,60 @@ QUADRATIC = {"divprune": "all-pairs nearest neighbour over F*N tokens: (F*N)^2 *
 AOT_FAMILY = ("aot", "aot-dyn", "aot+")
 
 
+def make_video(F: int, dim: int):
+    import torch
+
+    from anchor_ot.types import VideoTokens
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(F, N_TOKENS, dim, generator=g)
+    return VideoTokens(x, GRID, global_scores=torch.rand(F, N_TOKENS, generator=g) + 1e-3,
+                       local_scores=torch.rand(F, N_TOKENS, generator=g) + 1e-3)
+
+
 def worker(method: str, dim: int, frames: list[int], threads: int, repeats: int, slow: float) -> None:
-    """Measure one method at one width over ``frames`` (ascending); print one JSON line per F."""
+    """Measure one method at one width over ``frames``; print one JSON line per F.
+
+    Pass 1, F ascending: one warm-up call per F (its peak extra RSS recorded). Pass 2:
+    ``repeats`` rounds, each calling every F once in turn, so that a change of machine load
+    during the run hits every F alike instead of bending the curve (the slope compares F
+    values timed minutes apart otherwise). An F whose warm-up took over ``slow`` seconds is
+    left out of pass 2 and its warm-up time is the figure.
+    """
     import torch
 
     from anchor_ot import methods
-    from anchor_ot.types import VideoTokens
 
     torch.set_num_threads(threads)
     red = methods.get(method, retention=RETENTION)
-    for F in frames:
-        g = torch.Generator().manual_seed(0)
-        x = torch.randn(F, N_TOKENS, dim, generator=g)
-        video = VideoTokens(x, GRID, global_scores=torch.rand(F, N_TOKENS, generator=g) + 1e-3,
-                            local_scores=torch.rand(F, N_TOKENS, generator=g) + 1e-3)
+    videos, rows = {}, {}
+    for F in sorted(frames):
+        video = make_video(F, dim)
         with PeakRSS(interval=0.001) as mem:
             t = time.perf_counter()
             red(video)  # warm-up
             cold = time.perf_counter() - t
-            times = []
-            if cold <= slow:
-                for _ in range(repeats):
-                    t = time.perf_counter()
-                    red(video)
-                    times.append(time.perf_counter() - t)
-        if not times:
-            times = [cold]
+        rows[F] = {"cold": cold, "peak": mem.extra, "times": [], "input_mib": video.tokens.numel() * 4 / 2**20}
+        if cold <= slow:
+            videos[F] = video
+        else:
+            rows[F]["times"] = [cold]
+            del video
+    for _ in range(repeats):
+        for F, video in videos.items():
+            with PeakRSS(interval=0.001) as mem:
+                t = time.perf_counter()
+                red(video)
+                rows[F]["times"].append(time.perf_counter() - t)
+            rows[F]["peak"] = max(rows[F]["peak"], mem.extra)
+    for F, r in rows.items():
+        times = r["times"]
         print(json.dumps({"method": method, "dim": dim, "frames": F, "ms": 1e3 * min(times),
                           "median_ms": 1e3 * statistics.median(times), "calls": len(times),
-                          "warm_up": cold <= slow, "peak_extra_mib": mem.extra / 2**20,
-                          "input_mib": x.numel() * 4 / 2**20, "threads": threads,
+                          "warm_up": F in videos, "peak_extra_mib": r["peak"] / 2**20,
+                          "input_mib": r["input_mib"], "threads": threads,
                           "load_avg": os.getloadavg()[0],
                           "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}), flush=True)
-        del video, x
 
 
 def load_rows(path: str) -> list[dict]:
