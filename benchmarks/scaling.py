@@ -24,6 +24,12 @@ background thread during the calls, maximum minus the RSS just before them (inpu
 already allocated), reported in MiB and as a multiple of the input tensor (F * N * d * 4
 bytes). RSS includes allocator slack, and a spike shorter than a millisecond can be missed.
 
+Allocator: with glibc's defaults a block over 32 MiB is mapped fresh on every call and the
+kernel zero-fills its pages on first touch; that cost is linear in the block size but
+appears only once a block crosses the threshold, so it adds to the large-F points.
+``--malloc-reuse`` (with its own ``--out``) keeps freed memory in the heap to show how
+much of a slope it makes; the memory columns of such a run are not meaningful.
+
 Isolation: each (method, d) runs in its own process (all its F inputs held at once, the
 warm-up calls F ascending), so memory kept by one method's allocator cannot hide
 another's peak.
@@ -260,6 +266,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="timed calls after the warm-up (fastest kept)")
     ap.add_argument("--slow", type=float, default=20.0, help="seconds: a slower first call is not repeated")
     ap.add_argument("--cap", type=int, default=128, help="largest F for quadratic-by-design methods")
+    ap.add_argument("--malloc-reuse", action="store_true",
+                    help="workers keep freed memory in glibc's heap (MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_ "
+                         "16 GiB): no fresh zero-filled pages per call; for the time A/B only (RSS then never drops)")
     ap.add_argument("--redo", action="store_true", help="re-measure points already in <out>.json")
     ap.add_argument("--report", action="store_true", help="only print the tables and plot from <out>.json")
     ap.add_argument("--worker", nargs=2, metavar=("METHOD", "DIM"), help=argparse.SUPPRESS)
@@ -273,6 +282,8 @@ def main() -> None:
 
         names = args.methods or methods.available()
         env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+        if args.malloc_reuse:
+            env.update(MALLOC_MMAP_THRESHOLD_=str(16 * 2**30), MALLOC_TRIM_THRESHOLD_=str(16 * 2**30))
         for dim in args.dims:
             for name in names:
                 done = {(r["method"], r["dim"], r["frames"]) for r in load_rows(path)}
