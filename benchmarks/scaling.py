@@ -106,28 +106,9 @@ def worker(method: str, dim: int, frames: list[int], threads: int, repeats: int,
     torch.set_num_threads(threads)
     red = methods.get(method, retention=RETENTION)
     videos, rows = {}, {}
-    for F in sorted(frames):
-        video = make_video(F, dim)
-        with PeakRSS(interval=0.001) as mem:
-            t, c = time.perf_counter(), time.thread_time()
-            red(video)  # warm-up
-            cold, cold_cpu = time.perf_counter() - t, time.thread_time() - c
-        rows[F] = {"cold": cold, "peak": mem.extra, "times": [], "cpu": [],
-                   "input_mib": video.tokens.numel() * 4 / 2**20}
-        if cold <= slow:
-            videos[F] = video
-        else:
-            rows[F]["times"], rows[F]["cpu"] = [cold], [cold_cpu]
-            del video
-    for _ in range(repeats):
-        for F, video in videos.items():
-            with PeakRSS(interval=0.001) as mem:
-                t, c = time.perf_counter(), time.thread_time()
-                red(video)
-                rows[F]["times"].append(time.perf_counter() - t)
-                rows[F]["cpu"].append(time.thread_time() - c)
-            rows[F]["peak"] = max(rows[F]["peak"], mem.extra)
-    for F, r in rows.items():
+
+    def emit(F: int) -> None:
+        r = rows[F]
         times, cpu = r["times"], r["cpu"]
         print(json.dumps({"method": method, "dim": dim, "frames": F, "wall_ms": 1e3 * min(times),
                           "wall_median_ms": 1e3 * statistics.median(times),
@@ -137,6 +118,30 @@ def worker(method: str, dim: int, frames: list[int], threads: int, repeats: int,
                           "input_mib": r["input_mib"], "threads": threads,
                           "load_avg": os.getloadavg()[0],
                           "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}), flush=True)
+
+    for F in sorted(frames):
+        video = make_video(F, dim)
+        with PeakRSS(interval=0.001) as mem:
+            t, c = time.perf_counter(), time.thread_time()
+            red(video)  # warm-up
+            cold, cold_cpu = time.perf_counter() - t, time.thread_time() - c
+        rows[F] = {"peak": mem.extra, "times": [], "cpu": [], "input_mib": video.tokens.numel() * 4 / 2**20}
+        if cold <= slow:
+            videos[F] = video
+        else:  # final now: saved before the next (longer) call
+            rows[F]["times"], rows[F]["cpu"] = [cold], [cold_cpu]
+            del video
+            emit(F)
+    for _ in range(repeats):
+        for F, video in videos.items():
+            with PeakRSS(interval=0.001) as mem:
+                t, c = time.perf_counter(), time.thread_time()
+                red(video)
+                rows[F]["times"].append(time.perf_counter() - t)
+                rows[F]["cpu"].append(time.thread_time() - c)
+            rows[F]["peak"] = max(rows[F]["peak"], mem.extra)
+    for F in videos:
+        emit(F)
 
 
 def load_rows(path: str) -> list[dict]:
@@ -238,7 +243,12 @@ def report(rows: list[dict], dims: list[int]) -> None:
             cells = []
             for f in FRAMES:
                 r = by_f.get(f)
-                cells.append("-" if r is None else fmt_ms(r["ms"]) + ("" if r.get("calls", 2) > 1 else " (1 call)"))
+                if r is None:
+                    cells.append("-")
+                    continue
+                notes = [n for n, on in (("1 call", r.get("calls", 2) == 1),
+                                         ("wall", "cpu_ms" not in r and r.get("threads", 1) == 1)) if on]
+                cells.append(fmt_ms(r["ms"]) + (f" ({', '.join(notes)})" if notes else ""))
             fs = [r["frames"] for r in rs]
             ts = f"{slope(fs, [r['ms'] for r in rs]):.2f}" if len(rs) > 1 else "-"
             late = (f"{math.log(by_f[256]['ms'] / by_f[64]['ms']) / math.log(4):.2f}"
