@@ -256,7 +256,7 @@ def report(rows: list[dict], dims: list[int]) -> None:
             if name in QUADRATIC and 256 not in by_f and rs:
                 big = rs[-1]
                 est = big["ms"] * (256 / big["frames"]) ** 2
-                cells[-1] = f"~{est:.0f} (est.)"
+                cells[-1] = f"~{est / 1e3:.0f} s (est.)"
             ms = (f"{math.log(max(by_f[256]['peak_extra_mib'], 1.0) / max(by_f[64]['peak_extra_mib'], 1.0)) / math.log(4):.2f}"
                   if 64 in by_f and 256 in by_f else "-")
             last = rs[-1]
