@@ -49,7 +49,8 @@ points already there are skipped unless ``--redo``. At the end (or with ``--repo
 it prints the markdown tables from the whole JSON and writes ``<out>.png`` (log-log plot,
 with matplotlib).
 
-Run (about 25-40 min on a quiet 2-core machine, see docs/benchmarks.md)::
+Run (about 30 min at load 10-17 on this 2-core machine, DivPrune to F = 128; F = 256 adds
+3 + 8 min of DivPrune CPU; see docs/benchmarks.md)::
 
     nice -n 10 env PYTHONPATH=src python benchmarks/scaling.py --out docs/img/scaling
     # split: --methods aot aot-dyn --dims 3584 --frames 8 16 32 64 128 256
