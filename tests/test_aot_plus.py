@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from anchor_ot import methods
-from anchor_ot.methods.aot_plus import AOTPlus, group_budget, kcenter_anchors, kcenter_rounds, static_positions
+from anchor_ot.methods.aot_plus import (AOTPlus, group_budget, kcenter_anchors, kcenter_rounds, project, sketch_basis,
+                                        static_positions, token_means)
 from anchor_ot.types import VideoTokens
 
 
@@ -40,7 +41,8 @@ OPTIONS = [{}, {"assign": "ot"}, {"assign": "ot", "anchor_marginal": "uniform"},
            {"group": "frame", "static_tau": 0.5}, {"clips": "dynamic"}, {"clip_length": 1},
            {"clip_length": 3}, {"budget": "tokens"}, {"output": "medoid"}, {"score_weight": 1.0},
            {"frame_penalty": 0.0}, {"frame_penalty": 5.0}, {"iters": 1}, {"cut_tau": 0.99},
-           {"clip_rule": "divisor"}]
+           {"clip_rule": "divisor"}, {"sketch_dim": 3}, {"sketch_dim": 3, "sketch": "random"},
+           {"sketch_dim": 3, "static_tau": 0.5}, {"sketch_dim": 3, "group": "frame"}, {"sketch_dim": None}]
 
 
 @pytest.mark.parametrize("opts", OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default")
@@ -75,7 +77,8 @@ def test_identity_at_full_retention():
 
 # -- planted structure -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("opts", [{}, {"assign": "ot"}, {"init": "random"}, {"frame_penalty": 0.0}])
+@pytest.mark.parametrize("opts", [{}, {"assign": "ot"}, {"init": "random"}, {"frame_penalty": 0.0},
+                                  {"sketch_dim": 4}, {"sketch_dim": 12, "sketch": "random"}, {"sketch_dim": None}])
 def test_recovers_planted_clusters_per_clip(opts):
     """k directions shared by all frames, K = k per clip and no frame penalty: each output token
     is exactly one planted cluster of its clip (whatever frame its tokens sit in)."""
@@ -287,7 +290,8 @@ def test_budget_option_points_vs_tokens():
 @pytest.mark.parametrize("bad", [{"clips": "x"}, {"clip_length": 0}, {"static_tau": 2.0}, {"budget": "y"},
                                  {"init": "z"}, {"iters": 0}, {"assign": "w"}, {"eps": 0.0},
                                  {"frame_penalty": -1.0}, {"group": "v"}, {"output": "u"}, {"score_weight": -1},
-                                 {"clip_rule": "t"}, {"cut_tau": 1.5}])
+                                 {"clip_rule": "t"}, {"cut_tau": 1.5}, {"sketch_dim": 0}, {"sketch_dim": 2.5},
+                                 {"sketch": "svd"}])
 def test_bad_parameters_raise(bad):
     with pytest.raises((ValueError, TypeError)):
         AOTPlus(**bad)
@@ -352,3 +356,130 @@ def test_linear_penalty_sends_background_to_the_nearest_frame_in_time():
     out = linear(video)
     assert out.num_tokens == 4 and far(out) == 0
     assert far(AOTPlus(retention=4 / 32, clip_length=8, penalty_shape="step", frame_penalty=0.015)(video)) > 0
+
+
+# -- sketch (similarity steps on a k-dim projection; output means in full d) --------------------
+
+def _low_rank(F=6, grid=(5, 6), d=40, rank=5, seed=4, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    coef = torch.randn(F, grid[0] * grid[1], rank, generator=g, dtype=dtype) + 2.0
+    return VideoTokens(coef @ torch.randn(rank, d, generator=g, dtype=dtype), grid=grid)
+
+
+def test_sketch_basis_pca_is_the_top_right_singular_subspace():
+    """Against torch.linalg.svd of the unit-normalized sample (here every row: T <= PCA_SAMPLE)."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(100, 30, generator=g, dtype=torch.float64) * torch.linspace(3, 0.1, 30, dtype=torch.float64)
+    V = sketch_basis(x, 6, "pca")
+    assert V.shape == (30, 6)
+    torch.testing.assert_close(V.T @ V, torch.eye(6, dtype=torch.float64), atol=1e-10, rtol=0)
+    s = torch.nn.functional.normalize(x, dim=-1)
+    ref = torch.linalg.svd(s, full_matrices=False).Vh[:6].T
+    torch.testing.assert_close(V @ V.T, ref @ ref.T, atol=1e-8, rtol=0)  # same subspace (projector)
+
+
+def test_sketch_basis_random_is_fixed_and_scaled_orthonormal():
+    x = torch.zeros(10, 50)
+    V = sketch_basis(x, 8, "random", seed=3)
+    torch.testing.assert_close(V.T @ V, torch.eye(8) * 50 / 8, atol=1e-4, rtol=0)
+    assert torch.equal(V, sketch_basis(torch.ones(3, 50), 8, "random", seed=3))  # independent of the tokens
+    assert not torch.equal(V, sketch_basis(x, 8, "random", seed=4))
+
+
+def test_project_matches_a_plain_product():
+    g = torch.Generator().manual_seed(6)
+    x, b = torch.randn(3, 7, 11, generator=g), torch.randn(11, 4, generator=g)
+    torch.testing.assert_close(project(x, b), (x.reshape(21, 11) @ b).reshape(3, 7, 4))
+
+
+def test_project_in_bfloat16_blocks_matches_the_fp32_product():
+    """The CPU bf16 path (blocks of frames) = the product of the bf16-rounded operands, rounded to
+    bf16 (one unit roundoff, 2**-8 relative) and returned in fp32."""
+    g = torch.Generator().manual_seed(7)
+    x, b = torch.randn(9, 70, 33, generator=g), torch.randn(33, 5, generator=g)
+    out = project(x, b, torch.bfloat16)
+    assert out.dtype == torch.float32
+    ref = (x.to(torch.bfloat16).float().reshape(-1, 33) @ b.to(torch.bfloat16).float()).reshape(9, 70, 5)
+    assert float((out - ref).abs().max()) <= 2.0 ** -8 * float(ref.abs().max())
+    assert not torch.equal(out, ref)  # really computed in bf16 (else the option does nothing)
+    torch.testing.assert_close(out, project(x, b), atol=0.05 * float(ref.abs().max()), rtol=0)
+
+
+def test_sketch_basis_gram_in_bfloat16_spans_nearly_the_same_subspace():
+    g = torch.Generator().manual_seed(8)
+    x = torch.randn(300, 40, generator=g) * torch.linspace(4, 0.1, 40)
+    V, Vb = sketch_basis(x, 5), sketch_basis(x, 5, gram_dtype=torch.bfloat16)
+    assert Vb.dtype == torch.float32
+    # principal angles: the projectors differ by little (bf16 Gram: ~3 significant digits)
+    assert float(torch.linalg.matrix_norm(V @ V.T - Vb @ Vb.T, ord=2)) < 0.05
+
+
+def test_token_means_against_index_add():
+    g = torch.Generator().manual_seed(9)
+    x = torch.randn(50, 6, generator=g, dtype=torch.float64)
+    a = torch.randint(0, 7, (50,), generator=g)
+    a[:7] = torch.arange(7)  # every row has a token
+    ref = torch.zeros(7, 6, dtype=torch.float64).index_add_(0, a, x) / torch.bincount(a)[:, None]
+    torch.testing.assert_close(token_means(x, a, 7), ref, atol=1e-12, rtol=1e-12)
+
+
+@pytest.mark.parametrize("opts", [{}, {"static_tau": 0.3}, {"group": "frame"}, {"init": "kcenter"}])
+def test_pca_sketch_of_low_rank_tokens_equals_full_width(opts):
+    """Tokens of rank 5: a width-5 PCA sketch keeps every inner product, so the whole reduction
+    (anchors, assignment, placement, output means) equals the full-width one."""
+    video = _low_rank()
+    full = AOTPlus(retention=0.1, sim_dtype="float32", sketch_dim=None, **opts)(video)
+    sk = AOTPlus(retention=0.1, sim_dtype="float32", sketch_dim=5, **opts)
+    out = sk(video)
+    assert out.info["sketch"] == ("pca", 5)
+    assert torch.equal(out.assignment, full.assignment)
+    assert torch.equal(out.source_index, full.source_index)
+    torch.testing.assert_close(out.tokens, full.tokens, atol=1e-12, rtol=1e-12)
+
+
+def test_sketch_at_least_as_wide_as_the_tokens_is_full_width():
+    video = _low_rank(d=8)
+    a = AOTPlus(retention=0.2, sketch_dim=None)(video)
+    b = AOTPlus(retention=0.2, sketch_dim=8)(video)
+    assert "sketch" not in b.info and AOTPlus(sketch_dim=8).sketch_width(8) is None
+    assert torch.equal(a.assignment, b.assignment) and torch.equal(a.tokens, b.tokens)
+
+
+def test_random_sketch_output_is_the_full_width_mean():
+    """A narrow random sketch changes which tokens merge, never how: each output token is the
+    plain full-d mean of the tokens assigned to it."""
+    video = _low_rank(rank=20)
+    out = AOTPlus(retention=0.1, sketch_dim=4, sketch="random")(video)
+    assert out.info["sketch"] == ("random", 4)
+    x = video.tokens.reshape(-1, video.dim)
+    sums = torch.zeros_like(out.tokens).index_add_(0, out.assignment, x)
+    torch.testing.assert_close(out.tokens, sums / out.mass[:, None], atol=1e-10, rtol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize("opts", [{"sketch_dim": 6}, {"sketch_dim": 6, "sketch": "random"}, {"sketch_dim": None}])
+def test_half_input_with_sketch_computes_in_float32(dtype, opts):
+    """As tests/test_half_precision.py: half input = the same values in float32, bit for bit."""
+    v32 = _low_rank(rank=12, dtype=torch.float32, d=24)
+    vh = VideoTokens(v32.tokens.to(dtype), v32.grid)
+    vr = VideoTokens(vh.tokens.float(), v32.grid)
+    red = AOTPlus(retention=0.1, **opts)
+    out_h, out_r = red(vh), red(vr)
+    assert out_h.tokens.dtype == dtype
+    assert torch.equal(out_h.source_index, out_r.source_index)
+    assert torch.equal(out_h.assignment, out_r.assignment)
+    assert torch.equal(out_h.tokens, out_r.tokens.to(dtype))
+
+
+def test_default_sketch_is_pca_96_above_width_96():
+    """The default (docs/aot.md, "Sketch"): tokens wider than 96 go through a 96-wide PCA sketch,
+    with the exact count and full-width hard means; narrower tokens are used as they are."""
+    video = _low_rank(F=4, grid=(6, 6), d=130, rank=110, dtype=torch.float32)
+    red = AOTPlus(retention=0.1)
+    assert (red.sketch_dim, red.sketch) == (96, "pca")
+    out = red(video)
+    assert out.info["sketch"] == ("pca", 96) and out.num_tokens == red.num_kept(4, (6, 6))
+    x = video.tokens.reshape(-1, video.dim)
+    sums = torch.zeros_like(out.tokens).index_add_(0, out.assignment, x)
+    torch.testing.assert_close(out.tokens, sums / out.mass[:, None], atol=1e-4, rtol=1e-5)
+    assert "sketch" not in AOTPlus(retention=0.1)(_low_rank(d=96, dtype=torch.float32)).info

@@ -27,7 +27,8 @@ the options the sweep compared in brackets:
    one, so a few frames' anchors absorb the background of the whole clip and
    between-frames are located at those frames (``docs/aot.md``, "Temporal on
    held-out clips"); ``cut_tau``: also cut uniform clips at scene cuts].
-6. **Two alternations of assignment and barycentre** (``iters=2``): every point
+6. **Two alternations of assignment and barycentre** (``iters=2``; 5 gain ~1 sd
+   at ~0.35x the compute floor more, ``docs/aot.md`` "Sketch"): every point
    goes to its cheapest anchor (``assign="nearest"``: the eps -> 0 limit of the
    transport plan with the anchors' own masses as marginal, where the nearest
    assignment is the exact plan), then every anchor moves to the mass-weighted mean
@@ -41,8 +42,13 @@ the options the sweep compared in brackets:
    frame keeps the share of tokens step 3 gave it [``placement="medoid"``: the
    member nearest the mean in any frame].
 
-Similarity products run in bfloat16 by default (``sim_dtype``); means, medoids
-and output tokens in the working dtype (float32, or float64 for float64 input).
+Sketch (issue 12, ``sketch_dim=96``): steps 4-6 (anchors, assignments, placement)
+run on a 96-dimensional PCA projection of the tokens (:func:`sketch_basis`, one
+(F N, d) x (d, 96) product), and only the output means touch full d (one sparse
+product, :func:`token_means`); tokens of width <= 96 are used as they are.
+Similarity products run in bfloat16 by default (``sim_dtype``; with a sketch also
+the projection and the sample's Gram matrix); means, medoids and output tokens in
+the working dtype (float32, or float64 for float64 input).
 
 Exact budget: ``num_kept = max(round(retention * F * N), clips)`` (``F`` clips in
 the worst case for dynamic segmentation), stated from the shape alone. Every
@@ -52,11 +58,14 @@ cluster empties and the output always has exactly ``num_kept`` tokens.
 No Python loop runs over tokens: the steps are batched over clips (padded to
 the longest clip). Loops run over k-center rounds (frames of a clip plus the
 largest per-frame count, one batched product each), over ``iters``, over clips
-for the integer budget split, and over Sinkhorn iterations (``assign="ot"``).
+for the integer budget split, over Sinkhorn iterations (``assign="ot"``), and on
+CPU over blocks of ~512 tokens of the bf16 sketch projection (:func:`project`).
 """
 
 from __future__ import annotations
 
+import functools
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -70,7 +79,8 @@ from anchor_ot.ot import sinkhorn
 from anchor_ot.segment import dynamic_segments, transition_similarity, uniform_segments
 from anchor_ot.types import ReducedVideo, VideoTokens
 
-__all__ = ["AOTPlus", "kcenter_anchors", "kcenter_rounds", "static_positions", "group_budget"]
+__all__ = ["AOTPlus", "kcenter_anchors", "kcenter_rounds", "static_positions", "group_budget", "sketch_basis",
+           "project", "token_means"]
 
 CLIP_MODES = ("uniform", "dynamic")
 CLIP_RULES = ("round", "divisor")
@@ -80,6 +90,7 @@ INITS = ("kcenter", "kcenter-frame", "grid", "attention", "random")
 ASSIGNS = ("nearest", "ot")
 MARGINALS = ("mass", "uniform")
 OUTPUTS = ("mean", "medoid")
+SKETCHES = ("pca", "random")
 
 
 def static_positions(x: torch.Tensor, clip_of: torch.Tensor, num_clips: int, tau: float) -> torch.Tensor:
@@ -138,6 +149,117 @@ def group_budget(total: int, weights: torch.Tensor, caps: torch.Tensor) -> torch
     base = (caps > 0).to(torch.long)
     w = weights.detach().cpu().to(torch.float64) * base
     return base + split_budget(total - int(base.sum()), w, caps - base)
+
+
+#: Tokens sampled (evenly spaced, deterministic) for the ``sketch="pca"`` basis: this many, or 2 x the
+#: sketch width if more (measured on the tuning clips: 2 x 128 loses nothing against 4 x 128, 1 x 128 does).
+PCA_SAMPLE = 256
+#: Tokens per block of the CPU bf16 projection (:func:`project`).
+PROJECT_BLOCK = 512
+
+
+def sketch_basis(x: torch.Tensor, width: int, kind: str = "pca", seed: int = 0,
+                 gram_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Orthonormal basis of a ``width``-dimensional sketch of the token space.
+
+    Parameters
+    ----------
+    x : torch.Tensor, shape (T, d), float32 or float64
+        Tokens (rows; need not be unit norm).
+    width : int
+        k, the sketch width, ``1 <= k < d``.
+    kind : {"pca", "random"}, default "pca"
+        ``"pca"``: the top-k right singular vectors of an evenly spaced sample of
+        ``m = min(T, max(PCA_SAMPLE, 2 k))`` unit-normalized rows, without centering
+        (the subspace that keeps most of the sampled tokens' squared norm, so inner
+        products of tokens near it change least: Eckart-Young), computed from the
+        eigenvectors of the sample's (m, m) Gram matrix, ``V = S^T W diag(lambda)^(-1/2)``;
+        at most ``m`` columns are meaningful, so ``k`` is clamped to ``m``.
+        ``"random"``: a fixed-seed Gaussian (d, k) matrix orthonormalized by QR and
+        scaled by ``sqrt(d / k)`` (Johnson-Lindenstrauss: inner products are preserved
+        in expectation, with an error of order ``1 / sqrt(k)``); independent of ``x``.
+    seed : int, default 0
+        Seed of the random basis.
+    gram_dtype : torch.dtype, optional
+        Dtype of the Gram product (e.g. bfloat16, as the similarity products); the
+        eigendecomposition and the basis are in the dtype of ``x``. Default: that dtype.
+
+    Returns
+    -------
+    torch.Tensor, shape (d, min(k, m)) for "pca", (d, k) for "random"; dtype and device of ``x``
+    """
+    T, d = x.shape
+    if kind == "random":
+        return _random_basis(d, width, seed).to(x.device, x.dtype)
+    m = min(T, max(PCA_SAMPLE, 2 * width))
+    idx = torch.linspace(0, T - 1, m, device=x.device).round().long()
+    s = unit_rows(x.index_select(0, idx))  # (m, d)
+    sl = s if gram_dtype is None else s.to(gram_dtype)
+    lam, w = torch.linalg.eigh((sl @ sl.T).to(x.dtype))  # ascending eigenvalues of the (m, m) Gram matrix
+    k = min(width, m)
+    lam, w = lam[-k:].flip(0), w[:, -k:].flip(1)
+    return (s.T @ w) / lam.clamp_min(lam[0] * 1e-6 + 1e-30).sqrt()
+
+
+@functools.lru_cache(maxsize=8)
+def _random_basis(d: int, width: int, seed: int) -> torch.Tensor:
+    """Fixed-seed scaled orthonormal (d, k) basis, float64 on CPU; cached (a QR per call costs ~a projection)."""
+    gen = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(d, width, generator=gen, dtype=torch.float64))
+    return q * (d / width) ** 0.5
+
+
+def project(x: torch.Tensor, basis: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Sketch ``x @ basis`` of frame-batched tokens, (F, N, d) -> (F, N, k), in the dtype of ``x``.
+
+    One batched product over frames (on CPU ~1.7x faster than one (F N, d) x (d, k) product,
+    whose (F N, d) operand does not stay in cache). ``dtype`` (e.g. bfloat16): the product's
+    operands are rounded to it; on CPU block by block of ~``PROJECT_BLOCK`` tokens, so the
+    rounded copy stays in cache (a whole-video copy costs more than the product it speeds up)."""
+    F, N, d = x.shape
+    k = basis.shape[1]
+    if dtype is None or dtype == x.dtype:
+        return torch.bmm(x, basis.expand(F, d, k))
+    b = basis.to(dtype)
+    if x.device.type != "cpu":
+        return torch.bmm(x.to(dtype), b.expand(F, d, k)).to(x.dtype)
+    out = torch.empty(F, N, k, dtype=x.dtype, device=x.device)
+    step = max(1, PROJECT_BLOCK // N)
+    for i in range(0, F, step):  # blocks of frames (memory locality), not tokens
+        xb = x[i:i + step].to(dtype)
+        out[i:i + step] = torch.bmm(xb, b.expand(xb.shape[0], d, k))
+    return out
+
+
+def token_means(x: torch.Tensor, assignment: torch.Tensor, num_out: int) -> torch.Tensor:
+    """Plain mean of the tokens assigned to each output row, as one sparse (K, T) x (T, d) product.
+
+    Parameters
+    ----------
+    x : torch.Tensor, shape (T, d), float32 or float64
+    assignment : torch.LongTensor, shape (T,)
+        Output row of every token, in ``[0, num_out)``; every row has a token.
+    num_out : int
+        K.
+
+    Returns
+    -------
+    torch.Tensor, shape (K, d), dtype of ``x``
+        Row k = mean of ``x[assignment == k]``: the hard merge as a CSR matrix with entries
+        ``1 / mass`` (the "plan x tokens" product of the compute floor with a one-hot plan). On
+        CPU ~1.5-2x faster than ``index_add_`` into a zeroed buffer and a division, which pass
+        over a (K, d) buffer three times more; equal to it up to float summation order.
+    """
+    T = x.shape[0]
+    order = torch.argsort(assignment, stable=True)
+    mass = torch.bincount(assignment, minlength=num_out)
+    crow = torch.zeros(num_out + 1, dtype=torch.long, device=x.device)
+    crow[1:] = mass.cumsum(0)
+    vals = (1.0 / mass.to(x.dtype)).index_select(0, assignment.index_select(0, order))
+    with warnings.catch_warnings():  # CSR is "beta" in torch 2.x; this use (CSR @ dense) is long supported
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        plan = torch.sparse_csr_tensor(crow, order, vals, size=(num_out, T), check_invariants=False)
+        return plan @ x
 
 
 def _cross(fa: torch.Tensor, fp: torch.Tensor, linear: bool = False) -> torch.Tensor:
@@ -367,7 +489,8 @@ class AOTPlus(Reducer):
         Attention weight in k-center selection (>= 0; 0 = pure coverage).
     iters : int, default 2
         Plan / barycentre alternations (>= 1; 1 = assign to the initial anchors
-        once and merge).
+        once and merge). 5 raises every margin on the tuning clips by up to ~1.7 sd
+        but costs ~0.35x the compute floor more at d = 3584 (``docs/aot.md``).
     assign : {"nearest", "ot"}, default "nearest"
         Assignment step: plan argmax of a Sinkhorn plan, or nearest anchor.
     anchor_marginal : {"mass", "uniform"}, default "mass"
@@ -392,8 +515,24 @@ class AOTPlus(Reducer):
         measured on unit vectors, d = 384) and is ~6x faster on CPUs with
         AVX512-BF16 and on GPUs; slower on CPUs without bf16 arithmetic. Means,
         medoids and output tokens are always computed in the working dtype.
+    sketch_dim : int or None, default 96
+        Width k of the sketch the similarity steps run on (k-center selection,
+        assignment/barycentre iterations, placement): the tokens are projected once
+        onto a k-dimensional basis (:func:`sketch_basis`, :func:`project`: one
+        (F N, d) x (d, k) product), and only the output means are taken in full d
+        (one pass over the tokens). The sketch of a point is ``(x @ V) / |x|`` (the
+        projection of its unit vector), an anchor is the sketch of its members' mean
+        (linearity: exact), normalized in the sketch. None, or ``k >= d``: every step
+        in full d. Our deviation for speed at LLM width (issue 12); the sweep in
+        ``docs/aot.md`` ("Sketch") chose 96: the narrowest PCA sketch that keeps every
+        goal margin on the 7 tuning clips (d = 384 there: coverage and readout within
+        2 random-seed sd of full d); at d = 3584 it reduces in ~1.3x the compute floor
+        instead of 8.3x.
+    sketch : {"pca", "random"}, default "pca"
+        Basis of the sketch (:func:`sketch_basis`): the uncentered PCA of a token
+        sample of this video, or a fixed random orthonormal one (seed ``seed``).
     seed : int, default 0
-        Seed for ``init="random"``.
+        Seed for ``init="random"`` and ``sketch="random"``.
 
     Raises
     ------
@@ -423,6 +562,8 @@ class AOTPlus(Reducer):
     output: str = "mean"
     placement: str = "home"
     sim_dtype: str = "bfloat16"
+    sketch_dim: int | None = 96
+    sketch: str = "pca"
     seed: int = 0
 
     name = "aot+"
@@ -465,7 +606,17 @@ class AOTPlus(Reducer):
         self.output = check_choice("output", self.output, OUTPUTS)
         self.placement = check_choice("placement", self.placement, ("home", "medoid"))
         self.sim_dtype = check_choice("sim_dtype", self.sim_dtype, ("float32", "bfloat16"))
+        if self.sketch_dim is not None:
+            self.sketch_dim = check_int("sketch_dim", self.sketch_dim, low=1)
+        self.sketch = check_choice("sketch", self.sketch, SKETCHES)
         self.seed = check_int("seed", self.seed, low=0)
+
+    def sketch_width(self, dim: int) -> int | None:
+        """Sketch width used for tokens of width ``dim``: ``sketch_dim``, or None (full d) when it is
+        None or ``>= dim`` (a sketch no narrower than the tokens saves nothing)."""
+        if self.sketch_dim is None or self.sketch_dim >= dim:
+            return None
+        return self.sketch_dim
 
     # -- budget -----------------------------------------------------------------
     def min_clips(self, num_frames: int) -> int:
@@ -566,8 +717,35 @@ class AOTPlus(Reducer):
         gvalid_a = torch.arange(kg, device=dev)[None] < counts[:, None]  # (G, kg)
         info["anchors_per_group"] = (int(counts[caps > 0].min()), kg)
 
+        # sketch: the similarity steps (4, 5, 6's placement) see k-dim projections of the points; the
+        # output means (6) are taken in full d. Linear, so the sketch of a mean is the mean of sketches.
+        width = self.sketch_width(d)
+        if width is None:
+            gsim, u32 = gpts, unit_rows(gpts)
+        else:
+            low = torch.bfloat16 if self.sim_dtype == "bfloat16" else None
+            basis = sketch_basis(Xf, width, self.sketch, self.seed, gram_dtype=low)  # (d, k)
+            width = basis.shape[1]
+            Z = project(X, basis, low).reshape(F * N, width)  # (F*N, k), working dtype
+            zorig = Z.view(C, P, width) if uniform else Z[pos]
+            if bool(static.any()):
+                zpts = zorig.clone()
+                zm = (zorig.view(C, Lmax, N, width) * frame_ok[..., None, None].to(work)).sum(1) / lengths[
+                    :, None, None].to(work)
+                zpts.view(C, Lmax, N, width)[:, 0] = torch.where(static[..., None], zm,
+                                                                   zorig.view(C, Lmax, N, width)[:, 0])
+                norms = torch.linalg.vector_norm(pts, dim=-1)  # (C, P): static means have their own norm
+            else:
+                zpts = zorig
+                norms = torch.linalg.vector_norm(X, dim=-1).view(F * N)
+                norms = norms.view(C, P) if uniform else norms[pos]
+            gsim = zpts.reshape(G, Q, width)
+            u32 = gsim / norms.reshape(G, Q, 1).clamp_min(1e-12)  # sketch of the unit point
+            info["sketch"] = (self.sketch, width)
+        D = gsim.shape[-1]  # d, or the sketch width
+
         # 4. initial anchors
-        u = u32 = unit_rows(gpts)
+        u = u32
         if self.sim_dtype == "bfloat16":  # similarities only; means and outputs stay in the working dtype
             u = u.to(torch.bfloat16)
         # frame slot of every point (-1 for static points: they stand for every frame of their clip)
@@ -590,7 +768,7 @@ class AOTPlus(Reducer):
                                    if int(counts[c]) >= int((fcaps[c] > 0).sum()) else
                                    split_budget(int(counts[c]), fcaps[c].to(torch.float64), fcaps[c])
                                    for c in range(C)]).to(dev)  # a loop over clips, not tokens
-            seeds = kcenter_rounds(u.view(C, Lmax, N, d), gvalid.view(C, Lmax, N), fcounts, frame=pframe,
+            seeds = kcenter_rounds(u.view(C, Lmax, N, D), gvalid.view(C, Lmax, N), fcounts, frame=pframe,
                                    penalty=self.frame_penalty, linear=self.penalty_shape == "linear")
         elif self.init in ("kcenter", "kcenter-frame"):
             seeds = kcenter_anchors(u, gvalid, counts, score, self.score_weight, frame=pframe, penalty=self.frame_penalty,
@@ -608,14 +786,14 @@ class AOTPlus(Reducer):
             seeds = torch.argsort(key.masked_fill(~gvalid, float("-inf")), dim=1, descending=True, stable=True)[:, :kg]
         pinned = torch.where(gvalid_a, seeds, seeds[:, :1])  # padding anchors repeat a real seed (never used)
         home = pframe.gather(1, pinned)  # (G, kg) frame slot of each initial anchor (-1: static point)
-        A = gpts.reshape(G * Q, d).index_select(0, (torch.arange(G, device=dev)[:, None] * Q + pinned).reshape(-1)).view(
-            G, kg, d)  # (G, kg, d); index_select: ~6x faster than gather here
+        A = gsim.reshape(G * Q, D).index_select(0, (torch.arange(G, device=dev)[:, None] * Q + pinned).reshape(-1)).view(
+            G, kg, D)  # (G, kg, D); index_select: ~6x faster than gather here
 
         # 5. plan / barycentre alternations
         ar_g = torch.arange(G, device=dev)[:, None]
         anchor_ids = torch.arange(kg, device=dev)
         assign_g = None
-        wpts = (gpts * gweight[..., None]).reshape(G * Q, d) if bool(static.any()) else None
+        wpts = (gsim * gweight[..., None]).reshape(G * Q, D) if bool(static.any()) else None
         penalize = self.frame_penalty > 0 and self.group == "clip" and Lmax > 1
         linear = self.penalty_shape == "linear"
         flat_ids = ar_g * kg  # (G, 1) offset of each group's anchors
@@ -645,10 +823,10 @@ class AOTPlus(Reducer):
                 pinned = torch.where(gvalid_a & (first < Q), first, pinned)
             assign_g = self._assign(cos, gvalid_a, gweight, info)
             assign_g[ar_g.expand(G, kg)[gvalid_a], pinned[gvalid_a]] = anchor_ids.expand(G, kg)[gvalid_a]
-            A = self._means(gpts, gweight, assign_g, G, kg, wpts)
+            A = self._means(gsim, gweight, assign_g, G, kg, wpts)
         # back to clips: anchor ids per clip
         kmax = kg * (G // C)
-        A = A.reshape(C, kmax, d)
+        A = A.reshape(C, kmax, D)
         valid_a = gvalid_a.reshape(C, kmax)
         if self.group == "frame":
             assign_pt = (ell[None, :, None] * kg + assign_g.view(C, Lmax, N)).reshape(C, P)
@@ -659,9 +837,14 @@ class AOTPlus(Reducer):
         # 6. output: one token per valid anchor, at its medoid input token
         assign_tok = assign_pt.gather(1, rep)  # (C, P) anchor of every input token of the clip
         ua = unit_rows(A)
-        u_orig = unit_rows(orig) if bool(static.any()) else u32.view(C, P, d)  # no static point: pts is orig
+        if not bool(static.any()):  # no static point: pts is orig
+            u_orig = u32.view(C, P, D)
+        elif width is None:
+            u_orig = unit_rows(orig)
+        else:
+            u_orig = zorig / torch.linalg.vector_norm(orig, dim=-1, keepdim=True).clamp_min(1e-12)
         flat_a = (ar_c * kmax + assign_tok)  # (C, P) global anchor id
-        cos_tok = (u_orig * ua.reshape(C * kmax, d).index_select(0, flat_a.reshape(-1)).view(C, P, d)).sum(-1)
+        cos_tok = (u_orig * ua.reshape(C * kmax, D).index_select(0, flat_a.reshape(-1)).view(C, P, D)).sum(-1)
         cos_tok = cos_tok.masked_fill(~valid_tok, -3.0)
         if self.placement == "home":  # the medoid among the members of the anchor's home frame
             h = home.reshape(C, kmax).gather(1, assign_tok)
@@ -677,7 +860,14 @@ class AOTPlus(Reducer):
         assignment = torch.empty(F * N, dtype=torch.long, device=dev)
         assignment[pos[valid_tok]] = row_of[flat_a[valid_tok]]
         source = src[out_ids]
-        if self.output == "mean":
+        if self.output == "mean" and width is not None:  # the only full-d step: one pass over the tokens
+            # rows in source order already, so assemble() need not copy the (K, d) output to sort it
+            order = torch.argsort(source)
+            rank = torch.empty_like(order)
+            rank[order] = torch.arange(order.numel(), device=dev)
+            source, assignment = source[order], rank[assignment]
+            tokens = token_means(Xf, assignment, out_ids.numel())
+        elif self.output == "mean":
             tokens = A.reshape(C * kmax, d)[out_ids]
         else:
             tokens = Xf[source]
