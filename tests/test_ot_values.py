@@ -187,3 +187,29 @@ def test_empty_cost_is_refused_with_its_shape(shape):
 def test_non_float_cost_message():
     with pytest.raises(TypeError, match=r"^cost must be a floating torch\.Tensor of shape \(B, m, n\)$"):
         sinkhorn(torch.ones(1, 3, 4, dtype=torch.long))
+
+
+# Found by mutation testing (docs/testing.md): the argument checks of sinkhorn() name the argument
+# and its interval exactly, tol = 0 is refused (the stop rule err < tol could never hold), and a
+# float64 cost with a NaN is refused even though float64 skips the overflow-safe sum check.
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(eps=0.0), r"^eps must be in \(0\.0, inf\), got 0\.0$"),
+    (dict(tol=0.0), r"^tol must be in \(0\.0, inf\), got 0\.0$"),
+    (dict(max_iter=0), r"^max_iter must be in \[1, inf\], got 0$"),
+    (dict(b=torch.full((1, 4), 0.5)), r"^marginals a and b must have the same total mass in every problem$"),
+])
+def test_argument_errors_name_the_argument_and_its_range(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        sinkhorn(torch.rand(1, 3, 4), **kwargs)
+
+
+def test_float64_cost_with_a_nan_is_refused_and_huge_finite_costs_are_not():
+    C = torch.rand(2, 3, 4, dtype=torch.float64)
+    C[1, 2, 3] = float("nan")
+    with pytest.raises(ValueError, match=r"^cost contains NaN or inf"):
+        sinkhorn(C)
+    # finite float64 entries whose sum overflows are valid costs (only their spread matters)
+    big = torch.full((1, 3, 4), 1e308, dtype=torch.float64)
+    big[0, 0, 0] = 1e308 - 1e293
+    res = sinkhorn(big, eps=1e300, max_iter=5)
+    assert bool(torch.isfinite(res.plan).all())
