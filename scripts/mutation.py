@@ -68,9 +68,10 @@ MODULES: dict[str, list[str]] = {
     "methods/random_keep": _PEER_TESTS,
     "methods/dycoke": _PEER_TESTS,
     "methods/divprune": _PEER_TESTS,
-    "methods/aot": ["tests/test_aot.py", "tests/test_values.py", "tests/test_half_precision.py"],
+    "methods/aot": ["tests/test_aot.py", "tests/test_values.py", "tests/test_half_precision.py",
+                    "tests/test_speed_paths.py"],
     "methods/aot_plus": ["tests/test_aot_plus.py", "tests/test_half_precision.py"],
-    "methods/aot_dyn": ["tests/test_aot_dyn.py", "tests/test_half_precision.py"],
+    "methods/aot_dyn": ["tests/test_aot_dyn.py", "tests/test_half_precision.py", "tests/test_speed_paths.py"],
     "methods/base": ["tests/test_peers.py", "tests/test_values.py", "tests/test_aot.py"],
     "methods/_density": _PEER_TESTS_BC,
     "methods/fastvid": _PEER_TESTS_BC,
@@ -164,6 +165,43 @@ def score(status: dict[str, str], equivalent: set[str]) -> dict:
             "score": (len(detected) / non_eq) if non_eq else None, "ci95_wilson": [lo, hi]}
 
 
+def pooled_score(strata: list[tuple[int, dict[str, str]]], equivalent: set[str]) -> dict:
+    """Killed share over several modules sampled at different rates (a stratified sample).
+
+    Each checked mutant of a module with population N_h and n_h checked mutants stands for
+    w_h = N_h / n_h mutants; the share is sum(w * detected) / sum(w) over the non-equivalent ones,
+    and its interval is Wilson's at Kish's effective sample size n_eff = (sum w)^2 / sum(w^2).
+    With equal sampling rates this is the plain pooled share and interval.
+    """
+    num = den = den2 = 0.0
+    tot = {"population": 0, "checked": 0, "detected": 0, "equivalent": 0}
+    for pop, status in strata:
+        s = score(status, equivalent)
+        tot["population"] += pop
+        for k in ("checked", "detected", "equivalent"):
+            tot[k] += s[k]
+        if not s["checked"]:
+            continue
+        w = pop / s["checked"]
+        non_eq = s["checked"] - s["equivalent"]
+        num += w * s["detected"]
+        den += w * non_eq
+        den2 += w * w * non_eq
+    p = num / den if den else None
+    n_eff = den * den / den2 if den2 else 0.0
+    lo, hi = wilson_share(p, n_eff) if p is not None else (0.0, 1.0)
+    return {**tot, "survived_non_equivalent": tot["checked"] - tot["equivalent"] - tot["detected"],
+            "score": p, "n_eff": n_eff, "ci95_wilson": [lo, hi]}
+
+
+def wilson_share(p: float, n: float, z: float = 1.959963984540054) -> tuple[float, float]:
+    """Wilson's 95% interval written out for a share p at a (possibly fractional) sample size n."""
+    mid = p + z * z / (2 * n)
+    half = z * math.sqrt(max(p * (1 - p), 0.0) / n + z * z / (4 * n * n))
+    den = 1 + z * z / n
+    return (max(0.0, (mid - half) / den), min(1.0, (mid + half) / den))
+
+
 def module_of(name: str) -> str:
     """``anchor_ot.methods.aot.xǁAOTǁ_intra__mutmut_3`` -> ``methods/aot``."""
     dotted = name.split(".x", 1)[0] if ".x" in name else name.rsplit(".", 1)[0]
@@ -241,6 +279,37 @@ def narrow(names: list[str], only: list[str] | None) -> list[str]:
     return sorted(hit or names)
 
 
+def verify(work: Path, env: dict, names: list[str], tests: list[str] | None, equivalent: set[str],
+           out: Path, tag: str) -> int:
+    """Run the tests under each named mutant in ``work/mutants`` (trampolines select the mutant by
+    ``MUTANT_UNDER_TEST``); a failing run kills it. A clean run must pass first."""
+    shutil.copytree(work / "tests", work / "mutants" / "tests", dirs_exist_ok=True)
+    venv = dict(env, PYTHONPATH=str(work / "mutants" / "src"))
+    by_module: dict[str, list[str]] = {}
+    for n in names:
+        if n in equivalent:
+            continue
+        by_module.setdefault(module_of(n), []).append(n)
+    for m, todo in by_module.items():
+        sel = tests or MODULES[m]
+        cmd = ["nice", "-n", "19", sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *sel]
+        clean = subprocess.run(cmd, cwd=work / "mutants", env=dict(venv, MUTANT_UNDER_TEST=""),
+                               capture_output=True, text=True)
+        if clean.returncode != 0:
+            print(clean.stdout[-3000:])
+            raise SystemExit(f"clean run of {sel} fails in {work / 'mutants'}")
+        status = {}
+        for n in todo:
+            r = subprocess.run(cmd, cwd=work / "mutants", env=dict(venv, MUTANT_UNDER_TEST=n),
+                               capture_output=True, text=True)
+            status[n] = "killed" if r.returncode != 0 else "survived"
+            print(f"{m}: {n}: {status[n]}", flush=True)
+        rep = {"module": m, "tag": tag, "tests": sel, "population": len(todo), **score(status, equivalent),
+               "status": status}
+        (out / f"{m.replace('/', '.')}-{tag}.json").write_text(json.dumps(rep, indent=2, ensure_ascii=False) + "\n")
+    return 0
+
+
 def choose(names: list[str], sample: int | None, fraction: float | None, seed: int,
            only: list[str] | None) -> list[str]:
     """The mutants to check: every name, or a uniform random sample without replacement."""
@@ -286,6 +355,13 @@ def main(argv=None) -> int:
     ap.add_argument("--workdir", type=Path, help="reuse a scratch directory kept by an earlier run (--keep, "
                     "or a run that was killed) over the same modules: copies src/ and tests/ again, and mutmut "
                     "reuses its mutants and stats, redoing only changed sources and new tests; implies --keep")
+    ap.add_argument("--verify", type=Path, metavar="FILE", help="with --workdir: re-check the mutants named "
+                    "in FILE (a survivors list) by running the tests directly under each mutant (mutmut's "
+                    "trampoline, MUTANT_UNDER_TEST), without mutmut's stats pass; writes <module>-verify.json")
+    ap.add_argument("--verify-tests", nargs="+", metavar="TEST", help="tests for --verify (default: the "
+                    "module's test files in MODULES); pytest node ids or files")
+    ap.add_argument("--verified", nargs="+", type=Path, metavar="JSON", help="with --score: re-check "
+                    "reports (--verify, --mutants) whose verdicts replace those of the sampled run")
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory (to rerun survivors)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "mutation", help="report directory")
     args = ap.parse_args(argv)
@@ -295,21 +371,25 @@ def main(argv=None) -> int:
 
     if args.score:
         print(header)
-        pooled: dict[str, str] = {}
-        population = 0
+        strata: list[tuple[int, dict[str, str]]] = []
+        later: dict[str, str] = {}  # re-checks after new tests: their verdicts replace the run's
+        for path in args.verified or []:
+            later.update(json.loads(path.read_text())["status"])
         for path in args.score:
             rep = json.loads(path.read_text())
+            rep["status_at_run"] = rep.get("status_at_run", rep["status"])
+            rep["status"] = {n: later.get(n, st) for n, st in rep["status_at_run"].items()}
             s = score(rep["status"], equivalent)
             rep.update(s)
             path.write_text(json.dumps(rep, indent=2, ensure_ascii=False) + "\n")
             print(f"| `{rep['module']}` {rep.get('tag') or ''} | {rep['population']} | {s['checked']} | "
                   f"{s['detected']} | {s['equivalent']} | {s['survived_non_equivalent']} | {fmt_score(s)} |")
-            pooled.update(rep["status"])
-            population += rep["population"]
-        if len(args.score) > 1:  # a fair pooled share only if each module was sampled at the same fraction
-            s = score(pooled, equivalent)
-            print(f"| pooled | {population} | {s['checked']} | {s['detected']} | {s['equivalent']} | "
-                  f"{s['survived_non_equivalent']} | {fmt_score(s)} |")
+            strata.append((rep["population"], rep["status"]))
+        if len(strata) > 1:
+            s = pooled_score(strata, equivalent)
+            print(f"| pooled | {s['population']} | {s['checked']} | {s['detected']} | {s['equivalent']} | "
+                  f"{s['survived_non_equivalent']} | {100 * s['score']:.1f}% [{100 * s['ci95_wilson'][0]:.1f}, "
+                  f"{100 * s['ci95_wilson'][1]:.1f}] (weighted, n_eff {s['n_eff']:.0f}) |")
         return 0
 
     if args.sample is not None and args.fraction is not None:
@@ -337,6 +417,11 @@ def main(argv=None) -> int:
     else:
         work = prepare(mods)
     print(f"scratch directory {work}", flush=True)
+    if args.verify:
+        if not args.workdir:
+            ap.error("--verify needs --workdir (a scratch directory with generated mutants)")
+        return verify(work, env, sorted(set(NAME_RE.findall(args.verify.read_text()))), args.verify_tests,
+                      equivalent, args.out, tag or "verify")
     try:
         # generate the mutants and run the stats pass once; a name that matches nothing makes
         # mutmut stop right after (it asserts), leaving every mutant "not checked"

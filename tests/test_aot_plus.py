@@ -352,3 +352,55 @@ def test_linear_penalty_sends_background_to_the_nearest_frame_in_time():
     out = linear(video)
     assert out.num_tokens == 4 and far(out) == 0
     assert far(AOTPlus(retention=4 / 32, clip_length=8, penalty_shape="step", frame_penalty=0.015)(video)) > 0
+
+
+def _greedy_reference(u, valid, k, s=None, start=None, frame=None, penalty=0.0, linear=False):
+    """kcenter_anchors' rule written out for one group in numpy float64: start at the valid point
+    most similar to the mean direction, then maximize (1 - max sim to the chosen) * s."""
+    ok = valid.copy()
+    if start is None:
+        sims = u @ (u * valid[:, None]).sum(0)
+        start = int(np.argmax(np.where(valid, sims, -np.inf)))
+    chosen = [start]
+    while len(chosen) < k:
+        sim = u @ u[chosen].T  # (P, chosen)
+        if penalty > 0 and frame is not None:
+            fa, fp = frame[chosen][None, :], frame[:, None]
+            dist = np.abs(fa - fp) if linear else (fa != fp).astype(float)
+            sim = sim - penalty * dist * ((fa >= 0) & (fp >= 0))
+        gain = np.maximum(1.0 - sim.max(1), 0.0) * (1.0 if s is None else s)
+        gain[~ok] = -1.0
+        gain[chosen] = -1.0
+        chosen.append(int(np.argmax(gain)))
+    return chosen
+
+
+def test_kcenter_score_weighting_matches_the_formula_with_numpy():
+    # found by mutation testing: the weighted rule (score / max) ** weight was checked by no test;
+    # negative scores count as 0 (a tie at zero gain goes to the lower index, as np.argmax)
+    g = torch.Generator().manual_seed(5)
+    u = torch.nn.functional.normalize(torch.randn(2, 16, 6, generator=g, dtype=torch.float64), dim=-1)
+    valid = torch.rand(2, 16, generator=g) > 0.25
+    score = torch.rand(2, 16, generator=g, dtype=torch.float64) * torch.tensor([[1.0], [7.0]], dtype=torch.float64)
+    score[:, :5] -= 2.0  # negative importance: clamped to 0
+    counts = torch.tensor([6, 4])
+    picks = kcenter_anchors(u, valid, counts, score, weight=1.5)
+    for b in range(2):
+        s = np.clip(score[b].numpy(), 0, None) * valid[b].numpy()
+        ref = _greedy_reference(u[b].numpy(), valid[b].numpy(), int(counts[b]), s=(s / s.max()) ** 1.5)
+        assert picks[b, :int(counts[b])].tolist() == ref
+
+
+@pytest.mark.parametrize("linear", [False, True])
+def test_kcenter_frame_penalty_matches_numpy_and_defaults_to_none(linear):
+    g = torch.Generator().manual_seed(6)
+    u = torch.nn.functional.normalize(torch.randn(1, 18, 5, generator=g, dtype=torch.float64), dim=-1)
+    valid = torch.ones(1, 18, dtype=torch.bool)
+    frame = torch.arange(18)[None] // 6
+    frame[0, 4] = -1  # a static point: no penalty towards any frame
+    counts = torch.tensor([7])
+    pen = kcenter_anchors(u, valid, counts, frame=frame, penalty=0.3, linear=linear)
+    ref = _greedy_reference(u[0].numpy(), valid[0].numpy(), 7, frame=frame[0].numpy(), penalty=0.3, linear=linear)
+    assert pen[0].tolist() == ref
+    # the default penalty is 0: passing frames alone changes nothing
+    assert torch.equal(kcenter_anchors(u, valid, counts, frame=frame, linear=linear), kcenter_anchors(u, valid, counts))
