@@ -404,3 +404,48 @@ def test_kcenter_frame_penalty_matches_numpy_and_defaults_to_none(linear):
     assert pen[0].tolist() == ref
     # the default penalty is 0: passing frames alone changes nothing
     assert torch.equal(kcenter_anchors(u, valid, counts, frame=frame, linear=linear), kcenter_anchors(u, valid, counts))
+
+
+def _static_video(s0, s1):
+    """Two frames (one clip): position 0 holds the same token in both (static), the other
+    positions orthogonal directions of their own; global scores 6 and 5.5 on positions 1 and 2 of
+    frame 0, 1 elsewhere, and (s0, s1) on the static position."""
+    e = torch.eye(8, dtype=torch.float64)
+    x = torch.stack([e[[0, 1, 2, 3]], e[[0, 4, 5, 6]]]) * 2.0
+    g = torch.ones(2, 4, dtype=torch.float64)
+    g[0, 1], g[0, 2] = 6.0, 5.5
+    g[:, 0] = torch.tensor([s0, s1], dtype=torch.float64)
+    return VideoTokens(x, grid=(2, 2), global_scores=g)
+
+
+def test_static_point_scores_its_clip_mean():
+    # found by mutation testing: the score of a static point (the mean over its clip's frames)
+    # was computed by no test. Moving its high score from frame 0 to frame 1 keeps the mean (5,
+    # below 5.5): nothing changes; raising the mean to 10 makes it a seed and changes the output
+    red = AOTPlus(retention=3 / 8, static_tau=0.9, frame_penalty=0.0, clip_length=2, iters=1,
+                  sim_dtype="float32", init="attention")
+    a, b, c = (red(_static_video(*s)) for s in [(10.0, 0.0), (0.0, 10.0), (10.0, 10.0)])
+    assert a.info["static_positions"] == 1
+    assert torch.equal(a.source_index, b.source_index) and torch.equal(a.assignment, b.assignment)
+    assert not torch.equal(a.assignment, c.assignment)
+
+
+def test_fallback_scores_are_reported_in_info():
+    # found by mutation testing: the note naming the fallback score was checked by no test
+    video, _ = planted(F=4)
+    plain = VideoTokens(video.tokens, grid=video.grid)
+    out = AOTPlus(retention=0.25, init="attention")(plain)
+    assert out.info["scores"] == "fallback: distinctiveness 1 - cos(token, frame mean)"
+    assert "scores" not in AOTPlus(retention=0.25, init="attention")(video).info
+
+
+def test_float64_medoid_repinning_runs_in_float64():
+    # found by mutation testing: the medoid re-pinning (iters >= 2) never ran on float64 tokens;
+    # it must agree with the float32 run on the same values (well-separated clusters: no ties)
+    video, _ = planted(F=8, noise=1e-2)
+    red = AOTPlus(retention=0.1, iters=3, sim_dtype="float32")
+    o64 = red(VideoTokens(video.tokens.double(), grid=video.grid, global_scores=video.global_scores))
+    o32 = red(video)
+    assert o64.tokens.dtype == torch.float64
+    assert torch.equal(o64.source_index, o32.source_index) and torch.equal(o64.assignment, o32.assignment)
+    torch.testing.assert_close(o64.tokens.float(), o32.tokens, rtol=1e-5, atol=1e-5)
