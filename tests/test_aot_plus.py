@@ -449,3 +449,21 @@ def test_float64_medoid_repinning_runs_in_float64():
     assert o64.tokens.dtype == torch.float64
     assert torch.equal(o64.source_index, o32.source_index) and torch.equal(o64.assignment, o32.assignment)
     torch.testing.assert_close(o64.tokens.float(), o32.tokens, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("bad, match", [({"seg_c": 0}, r"^seg_c must be in \[1, inf\], got 0$"),
+                                        ({"static_tau": -1.5}, r"^static_tau must be in \[-1\.0, 1\.0\], got -1\.5$")])
+def test_lower_bounds_of_parameters_name_the_range(bad, match):
+    # found by mutation testing: the lower bounds of seg_c and static_tau were never exercised
+    with pytest.raises(ValueError, match=match):
+        AOTPlus(**bad)
+
+
+def test_ot_assignment_reports_its_sinkhorn_error():
+    # found by mutation testing: the plan's marginal error in info was checked by no test
+    video, _ = planted(F=4)
+    out = AOTPlus(retention=0.25, assign="ot")(video)
+    err = out.info["sinkhorn_marginal_error"]
+    assert isinstance(err, float) and 0.0 <= err < 1e-3 and out.info["sinkhorn_converged"] is True
+    capped = AOTPlus(retention=0.25, assign="ot", max_iter=1)(video).info
+    assert capped["sinkhorn_marginal_error"] > 1e-3 and capped["sinkhorn_converged"] is False
