@@ -67,6 +67,7 @@ def test_half_precision_is_computed_in_float32(name, dtype):
 @pytest.mark.parametrize("name, bad, exc", [
     ("fastvid", {"d": 1.5}, ValueError), ("fastvid", {"p": 0}, ValueError),
     ("fastvid", {"c": 2.5}, TypeError), ("fastvid", {"beta": -0.1}, ValueError),
+    ("fastvid", {"beta": 1.5}, ValueError),  # beta is a convex weight (found by mutation testing)
     ("fastvid", {"tau": 2.0}, ValueError), ("prunevid", {"tau": 1.2}, ValueError),
     ("prunevid", {"temporal_segment_ratio": 0.0}, ValueError), ("prunevid", {"k": 0}, ValueError),
     ("ottvid", {"eps": 0.0}, ValueError), ("ottvid", {"gamma": 1.5}, ValueError),
