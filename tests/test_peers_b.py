@@ -251,3 +251,13 @@ def test_dpc_knn_picks_one_peak_per_cluster():
     assert sorted((top3 // 5).tolist()) == [0, 1, 2]
     masked = dpc_knn_scores(pairwise_dist(pts[None]), torch.arange(15)[None] < 10, 3)
     assert bool(torch.isinf(masked[0, 10:]).all()) and bool(torch.isfinite(masked[0, :10]).all())
+
+
+def test_pairwise_dist_between_two_sets_matches_torch_cdist():
+    # found by mutation testing: the two-set form (y given) was called by no test
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 5, 7, generator=g, dtype=torch.float64)
+    y = torch.randn(2, 3, 7, generator=g, dtype=torch.float64)
+    ref = torch.cdist(x, y) / 7 ** 0.5
+    torch.testing.assert_close(pairwise_dist(x, y), ref, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(pairwise_dist(x), torch.cdist(x, x) / 7 ** 0.5, rtol=1e-10, atol=1e-7)
