@@ -261,3 +261,25 @@ def test_pairwise_dist_between_two_sets_matches_torch_cdist():
     ref = torch.cdist(x, y) / 7 ** 0.5
     torch.testing.assert_close(pairwise_dist(x, y), ref, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(pairwise_dist(x), torch.cdist(x, x) / 7 ** 0.5, rtol=1e-10, atol=1e-7)
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.3])
+def test_fastvid_merged_token_is_the_documented_blend(beta):
+    # found by mutation testing (the default beta = 0.6 hides the 1/(n+1) term): every merged
+    # output token is a * anchor + (1 - a) * mean(members), a = max(1/(n+1), beta), n its mass,
+    # recomputed in float64 from the output's own assignment and source positions
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(1, 1, 16, generator=g) + 0.5 * torch.randn(8, 36, 16, generator=g)
+    out = methods.get("fastvid", retention=0.2, c=1, tau=0.0, beta=beta)(VideoTokens(x, (6, 6)))
+    flat = x.reshape(-1, 16).double()
+    merged = 0
+    for row in range(out.num_tokens):
+        members = (out.assignment == row).nonzero().squeeze(1)
+        n = members.numel()
+        if n < 2:
+            continue
+        merged += 1
+        a = max(1.0 / (n + 1), beta)
+        ref = a * flat[out.source_index[row]] + (1 - a) * flat[members].mean(0)
+        torch.testing.assert_close(out.tokens[row].double(), ref, rtol=1e-5, atol=1e-5)
+    assert merged >= 3
