@@ -349,3 +349,12 @@ def test_paper_ablation_variants():
         methods.get("aot:nope")
     with pytest.raises(ValueError, match="known parameters"):
         methods.get("aot", alpha=1)
+
+
+def test_every_token_an_anchor_runs_no_intra_solve():
+    # found by mutation testing: with anchor_fraction 1 no token is left to transport, so AOT must
+    # keep the tokens as they are and skip the intra-frame Sinkhorn (no intra_* diagnostics)
+    v = _video(2, 3, 3)
+    out = AOT(retention=1.0, anchor_fraction=1.0, inter=False)(v)
+    torch.testing.assert_close(out.tokens, v.tokens.reshape(-1, v.tokens.shape[-1]), rtol=0, atol=0)
+    assert not any(k.startswith("intra_") for k in out.info)

@@ -483,3 +483,118 @@ def test_default_sketch_is_pca_96_above_width_96():
     sums = torch.zeros_like(out.tokens).index_add_(0, out.assignment, x)
     torch.testing.assert_close(out.tokens, sums / out.mass[:, None], atol=1e-4, rtol=1e-5)
     assert "sketch" not in AOTPlus(retention=0.1)(_low_rank(d=96, dtype=torch.float32)).info
+
+
+def _greedy_reference(u, valid, k, s=None, start=None, frame=None, penalty=0.0, linear=False):
+    """kcenter_anchors' rule written out for one group in numpy float64: start at the valid point
+    most similar to the mean direction, then maximize (1 - max sim to the chosen) * s."""
+    ok = valid.copy()
+    if start is None:
+        sims = u @ (u * valid[:, None]).sum(0)
+        start = int(np.argmax(np.where(valid, sims, -np.inf)))
+    chosen = [start]
+    while len(chosen) < k:
+        sim = u @ u[chosen].T  # (P, chosen)
+        if penalty > 0 and frame is not None:
+            fa, fp = frame[chosen][None, :], frame[:, None]
+            dist = np.abs(fa - fp) if linear else (fa != fp).astype(float)
+            sim = sim - penalty * dist * ((fa >= 0) & (fp >= 0))
+        gain = np.maximum(1.0 - sim.max(1), 0.0) * (1.0 if s is None else s)
+        gain[~ok] = -1.0
+        gain[chosen] = -1.0
+        chosen.append(int(np.argmax(gain)))
+    return chosen
+
+
+def test_kcenter_score_weighting_matches_the_formula_with_numpy():
+    # found by mutation testing: the weighted rule (score / max) ** weight was checked by no test;
+    # negative scores count as 0 (a tie at zero gain goes to the lower index, as np.argmax)
+    g = torch.Generator().manual_seed(5)
+    u = torch.nn.functional.normalize(torch.randn(2, 16, 6, generator=g, dtype=torch.float64), dim=-1)
+    valid = torch.rand(2, 16, generator=g) > 0.25
+    score = torch.rand(2, 16, generator=g, dtype=torch.float64) * torch.tensor([[1.0], [7.0]], dtype=torch.float64)
+    score[:, :5] -= 2.0  # negative importance: clamped to 0
+    counts = torch.tensor([6, 4])
+    picks = kcenter_anchors(u, valid, counts, score, weight=1.5)
+    for b in range(2):
+        s = np.clip(score[b].numpy(), 0, None) * valid[b].numpy()
+        ref = _greedy_reference(u[b].numpy(), valid[b].numpy(), int(counts[b]), s=(s / s.max()) ** 1.5)
+        assert picks[b, :int(counts[b])].tolist() == ref
+
+
+@pytest.mark.parametrize("linear", [False, True])
+def test_kcenter_frame_penalty_matches_numpy_and_defaults_to_none(linear):
+    g = torch.Generator().manual_seed(6)
+    u = torch.nn.functional.normalize(torch.randn(1, 18, 5, generator=g, dtype=torch.float64), dim=-1)
+    valid = torch.ones(1, 18, dtype=torch.bool)
+    frame = torch.arange(18)[None] // 6
+    frame[0, 4] = -1  # a static point: no penalty towards any frame
+    counts = torch.tensor([7])
+    pen = kcenter_anchors(u, valid, counts, frame=frame, penalty=0.3, linear=linear)
+    ref = _greedy_reference(u[0].numpy(), valid[0].numpy(), 7, frame=frame[0].numpy(), penalty=0.3, linear=linear)
+    assert pen[0].tolist() == ref
+    # the default penalty is 0: passing frames alone changes nothing
+    assert torch.equal(kcenter_anchors(u, valid, counts, frame=frame, linear=linear), kcenter_anchors(u, valid, counts))
+
+
+def _static_video(s0, s1):
+    """Two frames (one clip): position 0 holds the same token in both (static), the other
+    positions orthogonal directions of their own; global scores 6 and 5.5 on positions 1 and 2 of
+    frame 0, 1 elsewhere, and (s0, s1) on the static position."""
+    e = torch.eye(8, dtype=torch.float64)
+    x = torch.stack([e[[0, 1, 2, 3]], e[[0, 4, 5, 6]]]) * 2.0
+    g = torch.ones(2, 4, dtype=torch.float64)
+    g[0, 1], g[0, 2] = 6.0, 5.5
+    g[:, 0] = torch.tensor([s0, s1], dtype=torch.float64)
+    return VideoTokens(x, grid=(2, 2), global_scores=g)
+
+
+def test_static_point_scores_its_clip_mean():
+    # found by mutation testing: the score of a static point (the mean over its clip's frames)
+    # was computed by no test. Moving its high score from frame 0 to frame 1 keeps the mean (5,
+    # below 5.5): nothing changes; raising the mean to 10 makes it a seed and changes the output
+    red = AOTPlus(retention=3 / 8, static_tau=0.9, frame_penalty=0.0, clip_length=2, iters=1,
+                  sim_dtype="float32", init="attention")
+    a, b, c = (red(_static_video(*s)) for s in [(10.0, 0.0), (0.0, 10.0), (10.0, 10.0)])
+    assert a.info["static_positions"] == 1
+    assert torch.equal(a.source_index, b.source_index) and torch.equal(a.assignment, b.assignment)
+    assert not torch.equal(a.assignment, c.assignment)
+
+
+def test_fallback_scores_are_reported_in_info():
+    # found by mutation testing: the note naming the fallback score was checked by no test
+    video, _ = planted(F=4)
+    plain = VideoTokens(video.tokens, grid=video.grid)
+    out = AOTPlus(retention=0.25, init="attention")(plain)
+    assert out.info["scores"] == "fallback: distinctiveness 1 - cos(token, frame mean)"
+    assert "scores" not in AOTPlus(retention=0.25, init="attention")(video).info
+
+
+def test_float64_medoid_repinning_runs_in_float64():
+    # found by mutation testing: the medoid re-pinning (iters >= 2) never ran on float64 tokens;
+    # it must agree with the float32 run on the same values (well-separated clusters: no ties)
+    video, _ = planted(F=8, noise=1e-2)
+    red = AOTPlus(retention=0.1, iters=3, sim_dtype="float32")
+    o64 = red(VideoTokens(video.tokens.double(), grid=video.grid, global_scores=video.global_scores))
+    o32 = red(video)
+    assert o64.tokens.dtype == torch.float64
+    assert torch.equal(o64.source_index, o32.source_index) and torch.equal(o64.assignment, o32.assignment)
+    torch.testing.assert_close(o64.tokens.float(), o32.tokens, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("bad, match", [({"seg_c": 0}, r"^seg_c must be in \[1, inf\], got 0$"),
+                                        ({"static_tau": -1.5}, r"^static_tau must be in \[-1\.0, 1\.0\], got -1\.5$")])
+def test_lower_bounds_of_parameters_name_the_range(bad, match):
+    # found by mutation testing: the lower bounds of seg_c and static_tau were never exercised
+    with pytest.raises(ValueError, match=match):
+        AOTPlus(**bad)
+
+
+def test_ot_assignment_reports_its_sinkhorn_error():
+    # found by mutation testing: the plan's marginal error in info was checked by no test
+    video, _ = planted(F=4)
+    out = AOTPlus(retention=0.25, assign="ot")(video)
+    err = out.info["sinkhorn_marginal_error"]
+    assert isinstance(err, float) and 0.0 <= err < 1e-3 and out.info["sinkhorn_converged"] is True
+    capped = AOTPlus(retention=0.25, assign="ot", max_iter=1)(video).info
+    assert capped["sinkhorn_marginal_error"] > 1e-3 and capped["sinkhorn_converged"] is False

@@ -223,3 +223,29 @@ def test_in_place_scaling_equals_the_autograd_path_bitwise(eps):
     assert plain.n_iter == graph.n_iter > 3
     assert torch.equal(plain.plan, graph.plan.detach())
     graph.transport_cost.sum().backward()  # gradients still flow on that path
+
+
+# Found by mutation testing (docs/testing.md): the argument checks of sinkhorn() name the argument
+# and its interval exactly, tol = 0 is refused (the stop rule err < tol could never hold), and a
+# float64 cost with a NaN is refused even though float64 skips the overflow-safe sum check.
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(eps=0.0), r"^eps must be in \(0\.0, inf\), got 0\.0$"),
+    (dict(tol=0.0), r"^tol must be in \(0\.0, inf\), got 0\.0$"),
+    (dict(max_iter=0), r"^max_iter must be in \[1, inf\], got 0$"),
+    (dict(b=torch.full((1, 4), 0.5)), r"^marginals a and b must have the same total mass in every problem$"),
+])
+def test_argument_errors_name_the_argument_and_its_range(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        sinkhorn(torch.rand(1, 3, 4), **kwargs)
+
+
+def test_float64_cost_with_a_nan_is_refused_and_huge_finite_costs_are_not():
+    C = torch.rand(2, 3, 4, dtype=torch.float64)
+    C[1, 2, 3] = float("nan")
+    with pytest.raises(ValueError, match=r"^cost contains NaN or inf"):
+        sinkhorn(C)
+    # finite float64 entries whose sum overflows are valid costs (only their spread matters)
+    big = torch.full((1, 3, 4), 1e308, dtype=torch.float64)
+    big[0, 0, 0] = 1e308 - 1e293
+    res = sinkhorn(big, eps=1e300, max_iter=5)
+    assert bool(torch.isfinite(res.plan).all())

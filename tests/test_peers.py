@@ -333,3 +333,16 @@ def test_dycoke_extension_below_one_token_per_reference():
     out = methods.get("dycoke", retention=retention_for(3, 32, (2, 2)))(VideoTokens(x, (2, 2))).validate()
     assert out.num_tokens == 3 and out.info["extended"]
     assert set(out.frame_index.tolist()) <= set(range(0, 32, 4))
+
+
+# Found by mutation testing (docs/testing.md): argument checks that no test reached.
+@pytest.mark.parametrize("grid", [(0, 4), (4, 0), (2.0, 4)])
+def test_num_kept_refuses_a_grid_that_is_not_two_positive_ints(grid):
+    with pytest.raises(ValueError, match=r"^grid must be a pair of positive ints \(h, w\), got "):
+        methods.get("pool").num_kept(2, grid)
+
+
+def test_random_seed_accepts_the_largest_int64_and_aot_dyn_tau_its_range():
+    assert methods.get("random", seed=2**63 - 1).seed == 2**63 - 1
+    with pytest.raises(ValueError, match=r"^tau must be in \[-1\.0, 1\.0\], got -1\.5$"):
+        methods.get("aot-dyn", tau=-1.5)

@@ -58,6 +58,7 @@ def test_half_precision_is_computed_in_float32(name, dtype):
 @pytest.mark.parametrize("name, bad, exc", [
     ("fastvid", {"d": 1.5}, ValueError), ("fastvid", {"p": 0}, ValueError),
     ("fastvid", {"c": 2.5}, TypeError), ("fastvid", {"beta": -0.1}, ValueError),
+    ("fastvid", {"beta": 1.5}, ValueError),  # beta is a convex weight (found by mutation testing)
     ("fastvid", {"tau": 2.0}, ValueError), ("prunevid", {"tau": 1.2}, ValueError),
     ("prunevid", {"temporal_segment_ratio": 0.0}, ValueError), ("prunevid", {"k": 0}, ValueError),
     ("ottvid", {"eps": 0.0}, ValueError), ("ottvid", {"gamma": 1.5}, ValueError),
@@ -241,3 +242,35 @@ def test_dpc_knn_picks_one_peak_per_cluster():
     assert sorted((top3 // 5).tolist()) == [0, 1, 2]
     masked = dpc_knn_scores(pairwise_dist(pts[None]), torch.arange(15)[None] < 10, 3)
     assert bool(torch.isinf(masked[0, 10:]).all()) and bool(torch.isfinite(masked[0, :10]).all())
+
+
+def test_pairwise_dist_between_two_sets_matches_torch_cdist():
+    # found by mutation testing: the two-set form (y given) was called by no test
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 5, 7, generator=g, dtype=torch.float64)
+    y = torch.randn(2, 3, 7, generator=g, dtype=torch.float64)
+    ref = torch.cdist(x, y) / 7 ** 0.5
+    torch.testing.assert_close(pairwise_dist(x, y), ref, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(pairwise_dist(x), torch.cdist(x, x) / 7 ** 0.5, rtol=1e-10, atol=1e-7)
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.3])
+def test_fastvid_merged_token_is_the_documented_blend(beta):
+    # found by mutation testing (the default beta = 0.6 hides the 1/(n+1) term): every merged
+    # output token is a * anchor + (1 - a) * mean(members), a = max(1/(n+1), beta), n its mass,
+    # recomputed in float64 from the output's own assignment and source positions
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(1, 1, 16, generator=g) + 0.5 * torch.randn(8, 36, 16, generator=g)
+    out = methods.get("fastvid", retention=0.2, c=1, tau=0.0, beta=beta)(VideoTokens(x, (6, 6)))
+    flat = x.reshape(-1, 16).double()
+    merged = 0
+    for row in range(out.num_tokens):
+        members = (out.assignment == row).nonzero().squeeze(1)
+        n = members.numel()
+        if n < 2:
+            continue
+        merged += 1
+        a = max(1.0 / (n + 1), beta)
+        ref = a * flat[out.source_index[row]] + (1 - a) * flat[members].mean(0)
+        torch.testing.assert_close(out.tokens[row].double(), ref, rtol=1e-5, atol=1e-5)
+    assert merged >= 3

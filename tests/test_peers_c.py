@@ -464,3 +464,10 @@ def test_self_distance_is_exactly_zero_so_k1_density_ties_break_by_index():
     assert torch.equal(torch.diagonal(dist[0]), torch.zeros(40))
     score = dpc_knn_scores(dist, torch.ones(1, 40, dtype=torch.bool), 1)
     assert int(score.argmax()) == 0
+
+
+def test_holitom_edge_cases_found_by_mutation_testing():
+    # no frames: no windows and nothing saved; beta is a convex weight, so above 1 is refused
+    assert select_windows(torch.zeros(0, 0, dtype=torch.long)) == ([], 0)
+    with pytest.raises(ValueError, match=r"^beta must be in \[0\.0, 1\.0\], got 1\.5$"):
+        methods.get("holitom", beta=1.5)

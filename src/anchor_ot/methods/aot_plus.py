@@ -285,8 +285,8 @@ def kcenter_anchors(u: torch.Tensor, valid: torch.Tensor, counts: torch.Tensor, 
     counts : torch.LongTensor, shape (B,)
         Anchors wanted per group, each ``<= valid.sum(1)``.
     score : torch.Tensor, shape (B, P), optional
-        Non-negative importance; with ``weight > 0`` the next anchor maximizes
-        ``(1 - max_cos_to_chosen) * (score / max score) ** weight``.
+        Non-negative importance (negative values count as 0); with ``weight > 0``
+        the next anchor maximizes ``(1 - max_cos_to_chosen) * (score / max score) ** weight``.
     weight : float, default 0.0
         0 = pure k-center (Gonzalez 1985: a 2-approximation of the min-max radius).
     start : torch.LongTensor, shape (B,), optional
