@@ -58,8 +58,12 @@ cluster empties and the output always has exactly ``num_kept`` tokens.
 No Python loop runs over tokens: the steps are batched over clips (padded to
 the longest clip). Loops run over k-center rounds (frames of a clip plus the
 largest per-frame count, one batched product each), over ``iters``, over clips
-for the integer budget split, over Sinkhorn iterations (``assign="ot"``), and on
-CPU over blocks of ~512 tokens of the bf16 sketch projection (:func:`project`).
+for the integer budget split, over Sinkhorn iterations (``assign="ot"``), on
+CPU over blocks of ~512 tokens of the bf16 sketch projection (:func:`project`), and over
+blocks of ~16 MiB (``BLOCK_BYTES``: clips, frames or points) in the steps that touch every
+token at full width (static means, unit points, token-to-anchor cosines), so that no
+(F, N, d)-sized temporary is held beside the input (issue 12: peak extra memory at F = 256
+~1x the input in full d, ~0.35x with the sketch).
 """
 
 from __future__ import annotations
