@@ -598,3 +598,46 @@ def test_ot_assignment_reports_its_sinkhorn_error():
     assert isinstance(err, float) and 0.0 <= err < 1e-3 and out.info["sinkhorn_converged"] is True
     capped = AOTPlus(retention=0.25, assign="ot", max_iter=1)(video).info
     assert capped["sinkhorn_marginal_error"] > 1e-3 and capped["sinkhorn_converged"] is False
+
+
+@pytest.mark.parametrize("kw", [
+    {},                                                        # default: sketch, no static points
+    {"sketch_dim": None},                                      # full d, bf16 unit points built block by block
+    {"sketch_dim": None, "sim_dtype": "float32"},              # full d, fp32 unit points kept
+    {"static_tau": 0.0},                                       # sketch with static means (norms in full d)
+    {"static_tau": 0.0, "sketch_dim": None},                   # full d, static means written in place
+    {"static_tau": 0.0, "sketch_dim": None, "clip_length": 3},  # unequal clips: gathered copy of the points
+    {"static_tau": 0.0, "group": "frame"},
+])
+def test_blocked_full_width_steps_match_one_block(monkeypatch, kw):
+    """The full-d temporaries (static means, unit points, token-to-anchor cosines, same-position
+    cosines) are built in blocks of ``BLOCK_BYTES`` to bound peak memory (issue 12); blocks of one
+    row/clip/frame must give bit-identical outputs to one block holding everything."""
+    import anchor_ot.methods.aot_plus as ap
+    g = torch.Generator().manual_seed(3)
+    F, grid, d = 10, (4, 4), 128
+    base = torch.randn(1, 16, d, generator=g)
+    x = base + 0.7 * torch.randn(F, 16, d, generator=g)  # same-position cosines around 0.6: some static
+    video = VideoTokens(x, grid=grid, global_scores=torch.rand(F, 16, generator=g))
+    red = AOTPlus(retention=0.2, sketch_dim=kw.pop("sketch_dim", 32), **kw)
+    monkeypatch.setattr(ap, "BLOCK_BYTES", 1 << 40)
+    whole = red(video)
+    monkeypatch.setattr(ap, "BLOCK_BYTES", 1)
+    blocked = red(video)
+    if "static_tau" in kw:
+        assert whole.info["static_positions"] > 0
+    assert torch.equal(whole.tokens, blocked.tokens)
+    assert torch.equal(whole.source_index, blocked.source_index)
+    assert torch.equal(whole.assignment, blocked.assignment)
+
+
+def test_static_positions_blocked_matches_one_block(monkeypatch):
+    import anchor_ot.methods.aot_plus as ap
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(9, 6, 5, generator=g)
+    x[:, :3] = x[:1, :3] + 0.01 * torch.randn(9, 3, 5, generator=g)
+    clip_of = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 2])
+    monkeypatch.setattr(ap, "BLOCK_BYTES", 1 << 40)
+    whole = static_positions(x, clip_of, 3, 0.9)
+    monkeypatch.setattr(ap, "BLOCK_BYTES", 1)  # one frame pair per block
+    assert torch.equal(static_positions(x, clip_of, 3, 0.9), whole) and bool(whole[:, :3].all())

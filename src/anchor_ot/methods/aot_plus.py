@@ -58,8 +58,12 @@ cluster empties and the output always has exactly ``num_kept`` tokens.
 No Python loop runs over tokens: the steps are batched over clips (padded to
 the longest clip). Loops run over k-center rounds (frames of a clip plus the
 largest per-frame count, one batched product each), over ``iters``, over clips
-for the integer budget split, over Sinkhorn iterations (``assign="ot"``), and on
-CPU over blocks of ~512 tokens of the bf16 sketch projection (:func:`project`).
+for the integer budget split, over Sinkhorn iterations (``assign="ot"``), on
+CPU over blocks of ~512 tokens of the bf16 sketch projection (:func:`project`), and over
+blocks of ~16 MiB (``BLOCK_BYTES``: clips, frames or points) in the steps that touch every
+token at full width (static means, unit points, token-to-anchor cosines), so that no
+(F, N, d)-sized temporary is held beside the input (issue 12: peak extra memory at F = 256
+~1x the input in full d, ~0.35x with the sketch).
 """
 
 from __future__ import annotations
@@ -118,8 +122,10 @@ def static_positions(x: torch.Tensor, clip_of: torch.Tensor, num_clips: int, tau
     dev = x.device
     if F < 2:
         return torch.zeros(num_clips, N, dtype=torch.bool, device=dev)
-    u = unit_rows(x)
-    adj = (u[1:] * u[:-1]).sum(-1)  # (F - 1, N)
+    adj = torch.empty(F - 1, N, dtype=x.dtype, device=dev)  # (F - 1, N)
+    for b in _blocks(F - 1, N * x.shape[-1] * x.element_size()):  # blocks of frames: no (F, N, d) temporary
+        u = unit_rows(x[b.start:b.stop + 1])
+        adj[b] = (u[1:] * u[:-1]).sum(-1)
     inside = clip_of[1:] == clip_of[:-1]
     adj = adj.masked_fill(~inside[:, None], float("inf"))
     low = torch.full((num_clips, N), float("inf"), dtype=adj.dtype, device=dev)
@@ -260,6 +266,17 @@ def token_means(x: torch.Tensor, assignment: torch.Tensor, num_out: int) -> torc
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
         plan = torch.sparse_csr_tensor(crow, order, vals, size=(num_out, T), check_invariants=False)
         return plan @ x
+
+
+#: Bytes of one block of the full-width temporaries of :class:`AOTPlus` (static means, unit points,
+#: token-to-anchor cosines): built block by block so that their peak stays ~this size, whatever F is.
+BLOCK_BYTES = 16 * 2**20
+
+
+def _blocks(n: int, row_bytes: int) -> list[slice]:
+    """Slices covering ``range(n)`` in blocks of ``max(1, BLOCK_BYTES // row_bytes)`` rows."""
+    step = max(1, BLOCK_BYTES // max(1, row_bytes))
+    return [slice(i, min(n, i + step)) for i in range(0, n, step)]
 
 
 def _cross(fa: torch.Tensor, fp: torch.Tensor, linear: bool = False) -> torch.Tensor:
@@ -680,7 +697,10 @@ class AOTPlus(Reducer):
         valid_tok = frame_ok[..., None].expand(C, Lmax, N).reshape(C, P)
         Xf = X.reshape(F * N, d)
         uniform = bool((lengths == Lmax).all())
-        orig = X.view(C, P, d) if uniform else Xf[pos]  # (C, P, d) input tokens of each clip
+
+        def clip_tokens(b: slice = slice(None)) -> torch.Tensor:
+            """(c, P, d) input tokens of clips ``b``: a view when clips are uniform, else a gathered copy."""
+            return X.view(C, P, d)[b] if uniform else Xf[pos[b]]
 
         # 2. static positions -> one point of mass L (the clip's first-frame slot)
         static = torch.zeros(C, N, dtype=torch.bool, device=dev)
@@ -695,10 +715,7 @@ class AOTPlus(Reducer):
         valid = valid_tok & ~follower
         weight = valid.to(work) * torch.where(static[:, None, :], lengths[:, None, None], 1).expand(C, Lmax, N).reshape(
             C, P).to(work)
-        pts = orig.clone() if bool(static.any()) else orig
-        if bool(static.any()):
-            mean = (orig.view(C, Lmax, N, d) * frame_ok[..., None, None].to(work)).sum(1) / lengths[:, None, None].to(work)
-            pts.view(C, Lmax, N, d)[:, 0] = torch.where(static[..., None], mean, orig.view(C, Lmax, N, d)[:, 0])
+        has_static = bool(static.any())
         # representative point of every token: itself, or its clip's first-frame slot when static
         rep = torch.arange(P, device=dev).expand(C, P)
         rep = torch.where(follower, rep % N, rep)
@@ -710,7 +727,7 @@ class AOTPlus(Reducer):
         else:
             G, Q = C, P
             tok_w = (lengths * N).to(torch.float64)
-        gpts, gvalid, gweight = pts.view(G, Q, d), valid.view(G, Q), weight.view(G, Q)
+        gvalid, gweight = valid.view(G, Q), weight.view(G, Q)
         caps = gvalid.sum(1)
         counts = group_budget(num_kept, caps.to(torch.float64) if self.budget == "points" else tok_w, caps).to(dev)
         kg = int(counts.max())
@@ -719,35 +736,61 @@ class AOTPlus(Reducer):
 
         # sketch: the similarity steps (4, 5, 6's placement) see k-dim projections of the points; the
         # output means (6) are taken in full d. Linear, so the sketch of a mean is the mean of sketches.
+        # Memory: the steps that touch every token at full d build their temporaries block by block
+        # (:func:`_blocks`), so no (F, N, d)-sized intermediate is held beside the input (issue 12).
         width = self.sketch_width(d)
-        if width is None:
-            gsim, u32 = gpts, unit_rows(gpts)
+        low = torch.bfloat16 if self.sim_dtype == "bfloat16" else None
+        u32 = None  # unit points in the working dtype, when kept
+        if width is None:  # points at full d: the clip tokens, a static position's first slot its mean
+            pts = clip_tokens()
+            if has_static:
+                if uniform:  # a view of the input: copy before writing the means
+                    pts = pts.clone()
+                for b in _blocks(C, P * d * X.element_size()):  # in place, one block of clips at a time
+                    o = pts[b].view(-1, Lmax, N, d)
+                    mean = (o * frame_ok[b][..., None, None].to(work)).sum(1) / lengths[b][:, None, None].to(work)
+                    o[:, 0] = torch.where(static[b][..., None], mean, o[:, 0])
+                del mean, o
+            gsim = pts.view(G, Q, d)
+            if low is None:
+                u32 = u = unit_rows(gsim)
+            else:  # the bf16 similarity operand, normalized block by block (no fp32 unit copy)
+                rows = gsim.reshape(G * Q, d)
+                u = torch.empty(G * Q, d, dtype=low, device=dev)
+                for b in _blocks(G * Q, d * X.element_size()):
+                    u[b] = unit_rows(rows[b]).to(low)
+                u = u.view(G, Q, d)
         else:
-            low = torch.bfloat16 if self.sim_dtype == "bfloat16" else None
             basis = sketch_basis(Xf, width, self.sketch, self.seed, gram_dtype=low)  # (d, k)
             width = basis.shape[1]
             Z = project(X, basis, low).reshape(F * N, width)  # (F*N, k), working dtype
             zorig = Z.view(C, P, width) if uniform else Z[pos]
-            if bool(static.any()):
+            xnorm = torch.linalg.vector_norm(X, dim=-1).view(F * N)
+            xnorm = xnorm.view(C, P) if uniform else xnorm[pos]  # (C, P) norm of every clip token
+            if has_static:
                 zpts = zorig.clone()
                 zm = (zorig.view(C, Lmax, N, width) * frame_ok[..., None, None].to(work)).sum(1) / lengths[
                     :, None, None].to(work)
                 zpts.view(C, Lmax, N, width)[:, 0] = torch.where(static[..., None], zm,
                                                                    zorig.view(C, Lmax, N, width)[:, 0])
-                norms = torch.linalg.vector_norm(pts, dim=-1)  # (C, P): static means have their own norm
+                norms = xnorm.clone()  # (C, P): static means have their own norm, taken in full d
+                nv = norms.view(C, Lmax, N)
+                for b in _blocks(C, P * d * X.element_size()):
+                    o = clip_tokens(b).view(-1, Lmax, N, d)
+                    mean = (o * frame_ok[b][..., None, None].to(work)).sum(1) / lengths[b][:, None, None].to(work)
+                    nv[b, 0] = torch.where(static[b], torch.linalg.vector_norm(mean, dim=-1), nv[b, 0])
+                del mean, o
             else:
                 zpts = zorig
-                norms = torch.linalg.vector_norm(X, dim=-1).view(F * N)
-                norms = norms.view(C, P) if uniform else norms[pos]
+                norms = xnorm
             gsim = zpts.reshape(G, Q, width)
-            u32 = gsim / norms.reshape(G, Q, 1).clamp_min(1e-12)  # sketch of the unit point
+            u32 = u = gsim / norms.reshape(G, Q, 1).clamp_min(1e-12)  # sketch of the unit point
+            if low is not None:  # similarities only; means and outputs stay in the working dtype
+                u = u.to(low)
             info["sketch"] = (self.sketch, width)
         D = gsim.shape[-1]  # d, or the sketch width
 
         # 4. initial anchors
-        u = u32
-        if self.sim_dtype == "bfloat16":  # similarities only; means and outputs stay in the working dtype
-            u = u.to(torch.bfloat16)
         # frame slot of every point (-1 for static points: they stand for every frame of their clip)
         pframe = torch.where(static[:, None, :], -1, ell[None, :, None]).expand(C, Lmax, N).reshape(G, Q)
         score = None
@@ -793,7 +836,9 @@ class AOTPlus(Reducer):
         ar_g = torch.arange(G, device=dev)[:, None]
         anchor_ids = torch.arange(kg, device=dev)
         assign_g = None
-        wpts = (gsim * gweight[..., None]).reshape(G * Q, D) if bool(static.any()) else None
+        # static points weigh their frames; the points are our own copy then (the static means written
+        # into it), and nothing reads them unweighted after A above: weight them in place
+        wpts = gsim.mul_(gweight[..., None]).reshape(G * Q, D) if has_static else None
         penalize = self.frame_penalty > 0 and self.group == "clip" and Lmax > 1
         linear = self.penalty_shape == "linear"
         flat_ids = ar_g * kg  # (G, 1) offset of each group's anchors
@@ -836,15 +881,21 @@ class AOTPlus(Reducer):
 
         # 6. output: one token per valid anchor, at its medoid input token
         assign_tok = assign_pt.gather(1, rep)  # (C, P) anchor of every input token of the clip
-        ua = unit_rows(A)
-        if not bool(static.any()):  # no static point: pts is orig
-            u_orig = u32.view(C, P, D)
-        elif width is None:
-            u_orig = unit_rows(orig)
-        else:
-            u_orig = zorig / torch.linalg.vector_norm(orig, dim=-1, keepdim=True).clamp_min(1e-12)
+        ua = unit_rows(A).reshape(C * kmax, D)
         flat_a = (ar_c * kmax + assign_tok)  # (C, P) global anchor id
-        cos_tok = (u_orig * ua.reshape(C * kmax, D).index_select(0, flat_a.reshape(-1)).view(C, P, D)).sum(-1)
+
+        def unit_tokens(b: slice) -> torch.Tensor:
+            """(c, P, D) unit input tokens of clips ``b`` (their sketches in the sketch space)."""
+            if not has_static and u32 is not None:  # the points are the tokens
+                return u32.view(C, P, D)[b]
+            if width is None:
+                return unit_rows(clip_tokens(b))
+            return zorig[b] / xnorm[b][..., None].clamp_min(1e-12)
+
+        # cosine of every token to its anchor, block by block of clips (no (C, P, D) product at once)
+        cos_tok = torch.empty(C, P, dtype=work, device=dev)
+        for b in _blocks(C, P * D * X.element_size()):
+            cos_tok[b] = (unit_tokens(b) * ua.index_select(0, flat_a[b].reshape(-1)).view(-1, P, D)).sum(-1)
         cos_tok = cos_tok.masked_fill(~valid_tok, -3.0)
         if self.placement == "home":  # the medoid among the members of the anchor's home frame
             h = home.reshape(C, kmax).gather(1, assign_tok)
