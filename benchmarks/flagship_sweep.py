@@ -31,6 +31,7 @@ import csv
 import math
 import os
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -38,6 +39,9 @@ import torch
 
 from anchor_ot import bench, methods
 from anchor_ot.metrics import evaluate
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _floor import alternate, floor_setting  # noqa: E402  (benchmarks/_floor.py)
 
 #: The base of the sweep (= the chosen defaults of ``aot+``) and one change per row.
 BASE: dict = {}
@@ -196,17 +200,8 @@ def speed(threads: int, repeats: int, dtypes, frames: int = 32, dim: int = 3584,
     from anchor_ot.types import VideoTokens
 
     torch.set_num_threads(threads)
-    gen = torch.Generator().manual_seed(0)
     F, N, d = frames, 196, dim
-    X = torch.randn(F, N, d, generator=gen)
-    gs, ls = torch.rand(F, N, generator=gen), torch.rand(F, N, generator=gen)
-    M = methods.get("aot", retention=retention)(VideoTokens(X, (14, 14), global_scores=gs, local_scores=ls)
-                                                 ).info["anchors_per_frame"][1]
-    Xa, plan = X[:, :M].contiguous(), torch.rand(F, M, N, generator=gen)
-
-    def floor():
-        torch.bmm(Xa, X.transpose(1, 2))
-        torch.bmm(plan, X)
+    X, gs, ls, floor, M = floor_setting(F, (14, 14), d, retention)
 
     reds = {"aot": methods.get("aot", retention=retention), "aot+ defaults": methods.get("aot+", retention=retention)}
     reds.update({f"aot+ {c}": methods.get("aot+", retention=retention, **SWEEP[c]) for c in SPEED_CONFIGS})
@@ -215,18 +210,7 @@ def speed(threads: int, repeats: int, dtypes, frames: int = 32, dim: int = 3584,
              "| config | input dtype | reduce ms | floor ms | ratio to floor | x aot |", "|---|---|---:|---:|---:|---:|"]
     for dtype in dtypes:
         video = VideoTokens(X.to(getattr(torch, dtype)), (14, 14), global_scores=gs, local_scores=ls)
-        t = {k: [] for k in reds}
-        t_floor = []
-        for i in range(repeats + 2):
-            for k, red in reds.items():
-                t0 = time.perf_counter()
-                red(video)
-                t1 = time.perf_counter()
-                floor()
-                t2 = time.perf_counter()
-                if i >= 2:
-                    t[k].append(t1 - t0)
-                    t_floor.append(t2 - t1)
+        t, t_floor = alternate(reds, video, floor, repeats)
         fl = statistics.median(t_floor)
         aot = statistics.median(t["aot"])
         for k, v in t.items():

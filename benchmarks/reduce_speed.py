@@ -32,12 +32,15 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import time
+import sys
 
 import torch
 
 from anchor_ot import methods
 from anchor_ot.types import VideoTokens
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _floor import alternate, floor_setting  # noqa: E402  (benchmarks/_floor.py)
 
 
 def main() -> None:
@@ -51,19 +54,9 @@ def main() -> None:
     ap.add_argument("--methods", nargs="*", default=None)
     args = ap.parse_args()
     names = args.methods or [n for n in ("aot", "aot+") if n in methods.available()]
-    gen = torch.Generator().manual_seed(0)
-    F, h, w, d = args.frames, 14, 14, args.dim
+    F, (h, w), d = args.frames, (14, 14), args.dim
     N = h * w
-    X = torch.randn(F, N, d, generator=gen)
-    g_scores, l_scores = torch.rand(F, N, generator=gen), torch.rand(F, N, generator=gen)
-    M = methods.get("aot", retention=args.retention)(VideoTokens(X, (h, w), global_scores=g_scores,
-                                                                 local_scores=l_scores)).info["anchors_per_frame"][1]
-    Xa = X[:, :M].contiguous()
-    plan = torch.rand(F, M, N, generator=gen)
-
-    def floor():
-        torch.bmm(Xa, X.transpose(1, 2))
-        torch.bmm(plan, X)
+    X, g_scores, l_scores, floor, M = floor_setting(F, (h, w), d, args.retention)
 
     print(f"torch {torch.__version__}, threads={args.threads}, F={F}, N={N}, d={d}, retention={args.retention}, "
           f"anchors/frame={M}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}, "
@@ -79,16 +72,8 @@ def main() -> None:
         for dtype, video in videos.items():
             for name in names:
                 red = methods.get(name, retention=args.retention)
-                t_red, t_floor = [], []
-                for i in range(args.repeats + 2):
-                    t = time.perf_counter()
-                    red(video)
-                    t1 = time.perf_counter()
-                    floor()
-                    t2 = time.perf_counter()
-                    if i >= 2:
-                        t_red.append(t1 - t)
-                        t_floor.append(t2 - t1)
+                t_red, t_floor = alternate({name: red}, video, floor, args.repeats)
+                t_red = t_red[name]
                 r, f = 1e3 * statistics.median(t_red), 1e3 * statistics.median(t_floor)
                 print(f"| {threads} | {name} | {dtype} | {r:.1f} | {f:.1f} | {r / f:.2f} | "
                       f"{min(t_red) / min(t_floor):.2f} |", flush=True)
