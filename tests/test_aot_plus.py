@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from anchor_ot import methods
+from anchor_ot.methods import aot_plus
 from anchor_ot.methods.aot_plus import (AOTPlus, group_budget, kcenter_anchors, kcenter_rounds, project, sketch_basis,
                                         static_positions, token_means)
 from anchor_ot.types import VideoTokens
@@ -423,6 +424,33 @@ def test_token_means_against_index_add():
     torch.testing.assert_close(token_means(x, a, 7), ref, atol=1e-12, rtol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+def test_token_means_of_half_tokens_by_blocks_is_the_fp32_product_bit_for_bit(dtype):
+    """Half tokens: the plan's diagonal blocks, each block of tokens upcast into one buffer, give the
+    bits of the one product over the tokens converted first, as without the blocks."""
+    g = torch.Generator().manual_seed(10)
+    x = torch.randn(60, 37, generator=g).to(dtype)
+    a = torch.cat([torch.randint(0, 4, (20,), generator=g), torch.randint(4, 9, (40,), generator=g)])
+    a[:4], a[20:25] = torch.arange(4), torch.arange(4, 9)  # every row has a token
+    out = token_means(x, a, 9, spans=[(0, 4, 0, 20), (4, 9, 20, 60)])
+    assert out.dtype == torch.float32
+    assert torch.equal(out, token_means(x.float(), a, 9))
+    assert torch.equal(out, token_means(x, a, 9))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize("low", [None, torch.bfloat16])
+def test_project_of_half_tokens_is_the_fp32_projection_bit_for_bit(dtype, low, monkeypatch):
+    monkeypatch.setattr(aot_plus, "PROJECT_BLOCK", 100)  # 3 frames of 30 tokens per block: 9 = 3 blocks
+    g = torch.Generator().manual_seed(11)
+    x, b = torch.randn(9, 30, 33, generator=g).to(dtype), torch.randn(33, 5, generator=g)
+    z, n = project(x, b, low, with_norms=True)
+    z32, n32 = project(x.float(), b, low, with_norms=True)
+    assert z.dtype == n.dtype == torch.float32
+    assert torch.equal(z, z32) and torch.equal(n, n32)
+    assert torch.equal(n32, torch.linalg.vector_norm(x.float(), dim=-1))
+
+
 @pytest.mark.parametrize("opts", [{}, {"static_tau": 0.3}, {"group": "frame"}, {"init": "kcenter"}])
 def test_pca_sketch_of_low_rank_tokens_equals_full_width(opts):
     """Tokens of rank 5: a width-5 PCA sketch keeps every inner product, so the whole reduction
@@ -457,9 +485,17 @@ def test_random_sketch_output_is_the_full_width_mean():
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
-@pytest.mark.parametrize("opts", [{"sketch_dim": 6}, {"sketch_dim": 6, "sketch": "random"}, {"sketch_dim": None}])
-def test_half_input_with_sketch_computes_in_float32(dtype, opts):
-    """As tests/test_half_precision.py: half input = the same values in float32, bit for bit."""
+@pytest.mark.parametrize("opts", [{"sketch_dim": 6}, {"sketch_dim": 6, "sketch": "random"}, {"sketch_dim": None},
+                                  {"sketch_dim": 6, "static_tau": 0.3}, {"sketch_dim": 6, "sim_dtype": "float32"},
+                                  {"sketch_dim": 6, "output": "medoid"}, {"sketch_dim": 6, "clip_length": 1}])
+@pytest.mark.parametrize("blocks", ["default", "one-frame"])
+def test_half_input_with_sketch_computes_in_float32(dtype, opts, blocks, monkeypatch):
+    """As tests/test_half_precision.py: half input = the same values in float32, bit for bit; the
+    sketch path converts half tokens block by block (issue 12), here also one frame / one clip per
+    block (clips [0, 4) and [4, 6): uneven)."""
+    if blocks == "one-frame":
+        monkeypatch.setattr(aot_plus, "PROJECT_BLOCK", 1)
+        monkeypatch.setattr(aot_plus, "BLOCK_BYTES", 1)
     v32 = _low_rank(rank=12, dtype=torch.float32, d=24)
     vh = VideoTokens(v32.tokens.to(dtype), v32.grid)
     vr = VideoTokens(vh.tokens.float(), v32.grid)

@@ -63,7 +63,10 @@ CPU over blocks of ~512 tokens of the bf16 sketch projection (:func:`project`), 
 blocks of ~16 MiB (``BLOCK_BYTES``: clips, frames or points) in the steps that touch every
 token at full width (static means, unit points, token-to-anchor cosines), so that no
 (F, N, d)-sized temporary is held beside the input (issue 12: peak extra memory at F = 256
-~1x the input in full d, ~0.35x with the sketch).
+~1x the input in full d, ~0.35x with the sketch). fp16/bf16 input on the CPU sketch path is
+never copied whole to float32: the projection with the token norms, the PCA sample, the
+static steps and the output means convert blocks of frames (into one reused buffer where the
+step is hot), with the bits of a whole conversion first.
 """
 
 from __future__ import annotations
@@ -102,8 +105,8 @@ def static_positions(x: torch.Tensor, clip_of: torch.Tensor, num_clips: int, tau
 
     Parameters
     ----------
-    x : torch.Tensor, shape (F, N, d), float32 or float64
-        Tokens.
+    x : torch.Tensor, shape (F, N, d), float16, bfloat16, float32 or float64
+        Tokens; fp16/bf16 converted to float32 a block of frames at a time.
     clip_of : torch.LongTensor, shape (F,)
         Clip index of every frame (non-decreasing, clips contiguous).
     num_clips : int
@@ -122,9 +125,10 @@ def static_positions(x: torch.Tensor, clip_of: torch.Tensor, num_clips: int, tau
     dev = x.device
     if F < 2:
         return torch.zeros(num_clips, N, dtype=torch.bool, device=dev)
-    adj = torch.empty(F - 1, N, dtype=x.dtype, device=dev)  # (F - 1, N)
-    for b in _blocks(F - 1, N * x.shape[-1] * x.element_size()):  # blocks of frames: no (F, N, d) temporary
-        u = unit_rows(x[b.start:b.stop + 1])
+    work = work_dtype(x.dtype)
+    adj = torch.empty(F - 1, N, dtype=work, device=dev)  # (F - 1, N)
+    for b in _blocks(F - 1, N * x.shape[-1] * adj.element_size()):  # blocks of frames: no (F, N, d) temporary
+        u = unit_rows(x[b.start:b.stop + 1].to(work))
         adj[b] = (u[1:] * u[:-1]).sum(-1)
     inside = clip_of[1:] == clip_of[:-1]
     adj = adj.masked_fill(~inside[:, None], float("inf"))
@@ -170,8 +174,9 @@ def sketch_basis(x: torch.Tensor, width: int, kind: str = "pca", seed: int = 0,
 
     Parameters
     ----------
-    x : torch.Tensor, shape (T, d), float32 or float64
-        Tokens (rows; need not be unit norm).
+    x : torch.Tensor, shape (T, d), float16, bfloat16, float32 or float64
+        Tokens (rows; need not be unit norm). fp16/bf16: only the sampled rows are
+        converted to float32 (the same values as converting all of ``x`` first).
     width : int
         k, the sketch width, ``1 <= k < d``.
     kind : {"pca", "random"}, default "pca"
@@ -192,16 +197,18 @@ def sketch_basis(x: torch.Tensor, width: int, kind: str = "pca", seed: int = 0,
 
     Returns
     -------
-    torch.Tensor, shape (d, min(k, m)) for "pca", (d, k) for "random"; dtype and device of ``x``
+    torch.Tensor, shape (d, min(k, m)) for "pca", (d, k) for "random"; device of ``x``, its working
+    dtype (float32 for fp16/bf16/fp32 input, float64 for float64)
     """
     T, d = x.shape
+    work = work_dtype(x.dtype)
     if kind == "random":
-        return _random_basis(d, width, seed).to(x.device, x.dtype)
+        return _random_basis(d, width, seed).to(x.device, work)
     m = min(T, max(PCA_SAMPLE, 2 * width))
     idx = torch.linspace(0, T - 1, m, device=x.device).round().long()
-    s = unit_rows(x.index_select(0, idx))  # (m, d)
+    s = unit_rows(x.index_select(0, idx).to(work))  # (m, d)
     sl = s if gram_dtype is None else s.to(gram_dtype)
-    lam, w = torch.linalg.eigh((sl @ sl.T).to(x.dtype))  # ascending eigenvalues of the (m, m) Gram matrix
+    lam, w = torch.linalg.eigh((sl @ sl.T).to(work))  # ascending eigenvalues of the (m, m) Gram matrix
     k = min(width, m)
     lam, w = lam[-k:].flip(0), w[:, -k:].flip(1)
     return (s.T @ w) / lam.clamp_min(lam[0] * 1e-6 + 1e-30).sqrt()
@@ -215,15 +222,27 @@ def _random_basis(d: int, width: int, seed: int) -> torch.Tensor:
     return q * (d / width) ** 0.5
 
 
-def project(x: torch.Tensor, basis: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """Sketch ``x @ basis`` of frame-batched tokens, (F, N, d) -> (F, N, k), in the dtype of ``x``.
+def project(x: torch.Tensor, basis: torch.Tensor, dtype: torch.dtype | None = None, with_norms: bool = False):
+    """Sketch ``x @ basis`` of frame-batched tokens, (F, N, d) -> (F, N, k), in the dtype of ``basis``.
 
     One batched product over frames (on CPU ~1.7x faster than one (F N, d) x (d, k) product,
     whose (F N, d) operand does not stay in cache). ``dtype`` (e.g. bfloat16): the product's
     operands are rounded to it; on CPU block by block of ~``PROJECT_BLOCK`` tokens, so the
-    rounded copy stays in cache (a whole-video copy costs more than the product it speeds up)."""
+    rounded copy stays in cache (a whole-video copy costs more than the product it speeds up).
+    ``x`` narrower than ``basis`` (fp16/bf16 tokens, fp32 work), on CPU: blocks of ~``PROJECT_BLOCK``
+    tokens (whole frames) are converted into ONE reused buffer in the basis dtype and used from
+    it while in cache, as AOT's ``_frames_bmm`` does: no working copy of the video, and the same
+    values as converting it whole first (``dtype=None``, a product in the basis dtype: a whole
+    working copy instead, as torch's batched fp32 product of a few frames can differ from the
+    one of all frames in the last bit for small shapes; so on other devices too).
+    ``with_norms``: also return the L2 norm of every token, (F, N), of the converted values
+    (the same pass over the tokens)."""
     F, N, d = x.shape
     k = basis.shape[1]
+    if x.dtype != basis.dtype:
+        return _project_blocks(x, basis, dtype, with_norms)
+    if with_norms:
+        return project(x, basis, dtype), torch.linalg.vector_norm(x, dim=-1)
     if dtype is None or dtype == x.dtype:
         return torch.bmm(x, basis.expand(F, d, k))
     b = basis.to(dtype)
@@ -237,35 +256,84 @@ def project(x: torch.Tensor, basis: torch.Tensor, dtype: torch.dtype | None = No
     return out
 
 
-def token_means(x: torch.Tensor, assignment: torch.Tensor, num_out: int) -> torch.Tensor:
+def _project_blocks(x: torch.Tensor, basis: torch.Tensor, dtype: torch.dtype | None, with_norms: bool):
+    """:func:`project` of tokens narrower than ``basis``: frame blocks upcast into one reused buffer."""
+    F, N, d = x.shape
+    k = basis.shape[1]
+    work = basis.dtype
+    if dtype in (None, work) or x.device.type != "cpu":  # same bits as one product over converted x
+        return project(x.to(work), basis, dtype, with_norms)
+    b = basis.to(dtype)
+    out = torch.empty(F, N, k, dtype=work, device=x.device)
+    norms = torch.empty(F, N, dtype=work, device=x.device) if with_norms else None
+    step = max(1, min(F, PROJECT_BLOCK // N))
+    buf = torch.empty(step, N, d, dtype=work, device=x.device)  # reused: no fresh pages per block
+    # the low-precision operand: x itself when it already is in that dtype (bf16 -> fp32 -> bf16 is
+    # exact), else a second reused buffer
+    lbuf = None if dtype == x.dtype else torch.empty(step, N, d, dtype=dtype, device=x.device)
+    for i in range(0, F, step):  # blocks of frames (blocking), not a loop over tokens
+        n = min(step, F - i)
+        xc = buf[:n].copy_(x[i:i + n])
+        if norms is not None:
+            torch.linalg.vector_norm(xc, dim=-1, out=norms[i:i + n])
+        if dtype == x.dtype:
+            op = x[i:i + n]
+        else:
+            op = lbuf[:n].copy_(xc)
+        out[i:i + n] = torch.bmm(op, b.expand(n, d, k))
+    return (out, norms) if with_norms else out
+
+
+def token_means(x: torch.Tensor, assignment: torch.Tensor, num_out: int,
+                spans: list[tuple[int, int, int, int]] | None = None) -> torch.Tensor:
     """Plain mean of the tokens assigned to each output row, as one sparse (K, T) x (T, d) product.
 
     Parameters
     ----------
-    x : torch.Tensor, shape (T, d), float32 or float64
+    x : torch.Tensor, shape (T, d), float16, bfloat16, float32 or float64
     assignment : torch.LongTensor, shape (T,)
         Output row of every token, in ``[0, num_out)``; every row has a token.
     num_out : int
         K.
+    spans : list of (row_start, row_stop, token_start, token_stop), optional
+        Diagonal blocks covering the plan: rows ``[row_start, row_stop)`` take tokens from
+        ``[token_start, token_stop)`` only (clips: contiguous frames, rows in source order).
+        With fp16/bf16 ``x`` on CPU the product runs block by block, each block of tokens
+        converted to float32 into ONE reused buffer (no working copy of the video); every row
+        sums the same terms in the same order as the one product over converted ``x``. Without
+        them (or on another device), half ``x`` is converted whole first.
 
     Returns
     -------
-    torch.Tensor, shape (K, d), dtype of ``x``
+    torch.Tensor, shape (K, d), the working dtype of ``x`` (float32 for fp16/bf16)
         Row k = mean of ``x[assignment == k]``: the hard merge as a CSR matrix with entries
         ``1 / mass`` (the "plan x tokens" product of the compute floor with a one-hot plan). On
         CPU ~1.5-2x faster than ``index_add_`` into a zeroed buffer and a division, which pass
         over a (K, d) buffer three times more; equal to it up to float summation order.
     """
-    T = x.shape[0]
+    T, d = x.shape
+    work = work_dtype(x.dtype)
+    if x.dtype != work and (spans is None or x.device.type != "cpu"):
+        x = x.to(work)
     order = torch.argsort(assignment, stable=True)
     mass = torch.bincount(assignment, minlength=num_out)
     crow = torch.zeros(num_out + 1, dtype=torch.long, device=x.device)
     crow[1:] = mass.cumsum(0)
-    vals = (1.0 / mass.to(x.dtype)).index_select(0, assignment.index_select(0, order))
+    vals = (1.0 / mass.to(work)).index_select(0, assignment.index_select(0, order))
     with warnings.catch_warnings():  # CSR is "beta" in torch 2.x; this use (CSR @ dense) is long supported
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-        plan = torch.sparse_csr_tensor(crow, order, vals, size=(num_out, T), check_invariants=False)
-        return plan @ x
+        if x.dtype == work:
+            plan = torch.sparse_csr_tensor(crow, order, vals, size=(num_out, T), check_invariants=False)
+            return plan @ x
+        out = torch.empty(num_out, d, dtype=work, device=x.device)
+        nz = crow[[r for span in spans for r in span[:2]]].tolist()  # one host sync: nonzeros per block
+        buf = torch.empty(max(t1 - t0 for _, _, t0, t1 in spans), d, dtype=work, device=x.device)
+        for (r0, r1, t0, t1), n0, n1 in zip(spans, nz[::2], nz[1::2]):  # blocks of clips, not tokens
+            xc = buf[:t1 - t0].copy_(x[t0:t1])
+            plan = torch.sparse_csr_tensor(crow[r0:r1 + 1] - n0, order[n0:n1] - t0, vals[n0:n1],
+                                           size=(r1 - r0, t1 - t0), check_invariants=False)
+            out[r0:r1] = plan @ xc
+        return out
 
 
 #: Bytes of one block of the full-width temporaries of :class:`AOTPlus` (static means, unit points,
@@ -678,7 +746,13 @@ class AOTPlus(Reducer):
             ids = torch.arange(F * N, device=X_in.device)
             return assemble(X_in.reshape(F * N, d), ids, ids, F, video.grid, {"identity": True})
         work = work_dtype(X_in.dtype)
-        X = X_in.to(work)
+        width = self.sketch_width(d)
+        # fp16/bf16 input on the sketch path is not copied whole to the working dtype (that copy,
+        # page faults included, cost ~0.9x the compute floor at F=32, N=196, d=3584): the steps that
+        # read every token at full d convert blocks of frames (issue 12); full-d points need the copy
+        grad = torch.is_grad_enabled() and X_in.requires_grad
+        X = X_in if (width is not None and not grad) else X_in.to(work)
+        esz = torch.finfo(work).bits // 8  # bytes of one working-dtype value, for block sizes
         dev = X.device
         clips = self.clips_for(video)
         C = len(clips)
@@ -699,8 +773,10 @@ class AOTPlus(Reducer):
         uniform = bool((lengths == Lmax).all())
 
         def clip_tokens(b: slice = slice(None)) -> torch.Tensor:
-            """(c, P, d) input tokens of clips ``b``: a view when clips are uniform, else a gathered copy."""
-            return X.view(C, P, d)[b] if uniform else Xf[pos[b]]
+            """(c, P, d) input tokens of clips ``b`` in the working dtype: a view when clips are uniform
+            and the input is in that dtype, else a copy."""
+            t = X.view(C, P, d)[b] if uniform else Xf[pos[b]]
+            return t if t.dtype == work else t.to(work)
 
         # 2. static positions -> one point of mass L (the clip's first-frame slot)
         static = torch.zeros(C, N, dtype=torch.bool, device=dev)
@@ -738,7 +814,6 @@ class AOTPlus(Reducer):
         # output means (6) are taken in full d. Linear, so the sketch of a mean is the mean of sketches.
         # Memory: the steps that touch every token at full d build their temporaries block by block
         # (:func:`_blocks`), so no (F, N, d)-sized intermediate is held beside the input (issue 12).
-        width = self.sketch_width(d)
         low = torch.bfloat16 if self.sim_dtype == "bfloat16" else None
         u32 = None  # unit points in the working dtype, when kept
         if width is None:  # points at full d: the clip tokens, a static position's first slot its mean
@@ -746,7 +821,7 @@ class AOTPlus(Reducer):
             if has_static:
                 if uniform:  # a view of the input: copy before writing the means
                     pts = pts.clone()
-                for b in _blocks(C, P * d * X.element_size()):  # in place, one block of clips at a time
+                for b in _blocks(C, P * d * esz):  # in place, one block of clips at a time
                     o = pts[b].view(-1, Lmax, N, d)
                     mean = (o * frame_ok[b][..., None, None].to(work)).sum(1) / lengths[b][:, None, None].to(work)
                     o[:, 0] = torch.where(static[b][..., None], mean, o[:, 0])
@@ -757,15 +832,15 @@ class AOTPlus(Reducer):
             else:  # the bf16 similarity operand, normalized block by block (no fp32 unit copy)
                 rows = gsim.reshape(G * Q, d)
                 u = torch.empty(G * Q, d, dtype=low, device=dev)
-                for b in _blocks(G * Q, d * X.element_size()):
+                for b in _blocks(G * Q, d * esz):
                     u[b] = unit_rows(rows[b]).to(low)
                 u = u.view(G, Q, d)
         else:
             basis = sketch_basis(Xf, width, self.sketch, self.seed, gram_dtype=low)  # (d, k)
             width = basis.shape[1]
-            Z = project(X, basis, low).reshape(F * N, width)  # (F*N, k), working dtype
+            Z, xnorm = project(X, basis, low, with_norms=True)  # (F, N, k), (F, N), working dtype
+            Z, xnorm = Z.reshape(F * N, width), xnorm.view(F * N)
             zorig = Z.view(C, P, width) if uniform else Z[pos]
-            xnorm = torch.linalg.vector_norm(X, dim=-1).view(F * N)
             xnorm = xnorm.view(C, P) if uniform else xnorm[pos]  # (C, P) norm of every clip token
             if has_static:
                 zpts = zorig.clone()
@@ -775,7 +850,7 @@ class AOTPlus(Reducer):
                                                                    zorig.view(C, Lmax, N, width)[:, 0])
                 norms = xnorm.clone()  # (C, P): static means have their own norm, taken in full d
                 nv = norms.view(C, Lmax, N)
-                for b in _blocks(C, P * d * X.element_size()):
+                for b in _blocks(C, P * d * esz):
                     o = clip_tokens(b).view(-1, Lmax, N, d)
                     mean = (o * frame_ok[b][..., None, None].to(work)).sum(1) / lengths[b][:, None, None].to(work)
                     nv[b, 0] = torch.where(static[b], torch.linalg.vector_norm(mean, dim=-1), nv[b, 0])
@@ -797,7 +872,7 @@ class AOTPlus(Reducer):
         if self.init == "attention" or (self.init == "kcenter" and self.score_weight > 0):
             g = video.global_scores if video.global_scores is not None else video.local_scores
             if g is None:
-                g = distinctiveness(X)
+                g = distinctiveness(X.to(work))  # fp16/bf16 sketch path: a working copy (this fallback only)
                 info["scores"] = "fallback: distinctiveness 1 - cos(token, frame mean)"
             gs = g.to(work).reshape(F * N)[pos]
             if bool(static.any()):  # a static point scores the mean over its clip
@@ -894,7 +969,7 @@ class AOTPlus(Reducer):
 
         # cosine of every token to its anchor, block by block of clips (no (C, P, D) product at once)
         cos_tok = torch.empty(C, P, dtype=work, device=dev)
-        for b in _blocks(C, P * D * X.element_size()):
+        for b in _blocks(C, P * D * esz):
             cos_tok[b] = (unit_tokens(b) * ua.index_select(0, flat_a[b].reshape(-1)).view(-1, P, D)).sum(-1)
         cos_tok = cos_tok.masked_fill(~valid_tok, -3.0)
         if self.placement == "home":  # the medoid among the members of the anchor's home frame
@@ -917,7 +992,12 @@ class AOTPlus(Reducer):
             rank = torch.empty_like(order)
             rank[order] = torch.arange(order.numel(), device=dev)
             source, assignment = source[order], rank[assignment]
-            tokens = token_means(Xf, assignment, out_ids.numel())
+            spans = None
+            if X.dtype != work:  # diagonal blocks of the plan: blocks of clips, their rows contiguous
+                row_at = [0] + valid_a.sum(1).cumsum(0).tolist()  # one host sync
+                spans = [(row_at[b.start], row_at[b.stop], clips[b.start][0] * N, clips[b.stop - 1][1] * N)
+                         for b in _blocks(C, P * d * esz)]
+            tokens = token_means(Xf, assignment, out_ids.numel(), spans)
         elif self.output == "mean":
             tokens = A.reshape(C * kmax, d)[out_ids]
         else:
