@@ -229,13 +229,18 @@ def sinkhorn(
         Cs, method = C - lo[:, None, None], "scaling"
     else:
         # row then column minima over active entries: every row and column holds a zero
+        # (without padding C is finite, so are the minima: the where() guards only padding)
         inf = C.new_tensor(float("inf"))
         row_min = (torch.where(active, C, inf) if padded else C).amin(-1, keepdim=True)
-        row_min = torch.where(torch.isfinite(row_min), row_min, torch.zeros_like(row_min))
+        if padded:  # a row without active entries has minimum inf: shift it by 0
+            row_min = torch.where(torch.isfinite(row_min), row_min, torch.zeros_like(row_min))
         Cs = C - row_min
         col_min = (torch.where(active, Cs, inf) if padded else Cs).amin(-2, keepdim=True)
-        col_min = torch.where(torch.isfinite(col_min), col_min, torch.zeros_like(col_min))
-        Cs = Cs - col_min
+        if padded:
+            col_min = torch.where(torch.isfinite(col_min), col_min, torch.zeros_like(col_min))
+        # in place without autograd (a fresh B x m x n allocation costs page faults); amin's
+        # backward reads Cs, so with autograd out of place
+        Cs = Cs - col_min if grad else Cs.sub_(col_min)
         spread = (torch.where(active, Cs, torch.zeros_like(Cs)) if padded else Cs).amax(dim=(-2, -1))
         if method == "auto":
             ratio = float(spread.max().detach()) / eps
@@ -258,7 +263,10 @@ def sinkhorn(
         plan, n_iter = _scaling(Cs, a, b, active, eps, max_iter, tol, total,
                                 shifted=shifted if wide else None, flush=flush)
     err = marginal_error(plan)
-    if method == "scaling" and wide and not grad and not bool(torch.isfinite(err).all()):
+    # err.sum() is finite iff every entry is (NaN and inf propagate) unless finite errors overflow
+    # the sum, which the exact test then clears: one small op and one sync instead of four ops
+    if (method == "scaling" and wide and not grad and not math.isfinite(float(err.sum()))
+            and not bool(torch.isfinite(err).all())):
         # safety net: the stabilized scaling form broke down; the log domain cannot overflow
         plan, n_iter = _log_domain(shifted(), a, b, active, eps, max_iter, tol, total)
         err, method = marginal_error(plan), "log"
@@ -331,6 +339,19 @@ def _as_float32(x: float) -> float:
         return math.inf
 
 
+class _Views(dict):
+    """``buf[i]`` for slot ``i``, made on first use and kept: a short solve touches a few of
+    the ``_SLOTS`` slots, and ``unbind`` made all of them (~1 us each, ~50 us per call)."""
+
+    def __init__(self, buf: torch.Tensor):
+        super().__init__()
+        self.buf = buf
+
+    def __missing__(self, i: int) -> torch.Tensor:
+        view = self[i] = self.buf[i]
+        return view
+
+
 def _scaling(Cs, a, b, active, eps, max_iter, tol, total, shifted=None, flush=False):
     """Scaling iterations in preallocated buffers; the kernel's storage becomes the plan.
 
@@ -367,8 +388,11 @@ def _scaling(Cs, a, b, active, eps, max_iter, tol, total, shifted=None, flush=Fa
     U = K.new_empty(_SLOTS, B, 1, m)
     V = K.new_empty(_SLOTS, B, 1, n)
     KV = K.new_empty(_SLOTS, B, 1, m)
-    Us, Vs, KVs = U.unbind(0), V.unbind(0), KV.unbind(0)
-    Vs[0].copy_(b3 > 0)
+    Us, Vs, KVs = _Views(U), _Views(V), _Views(KV)
+    if active is None:  # no padding: every b_j > 0
+        Vs[0].fill_(1.0)
+    else:
+        Vs[0].copy_(b3 > 0)
     tm, tn = K.new_empty(B, 1, m), K.new_empty(B, 1, n)
     f = g = None  # dual potentials in units of eps (log-scalings absorbed so far)
 
@@ -387,17 +411,21 @@ def _scaling(Cs, a, b, active, eps, max_iter, tol, total, shifted=None, flush=Fa
             # arithmetic: max(err) < tol iff all err < tol, NaN fails both); the iterations run past
             # it are discarded. The next test is planned from the observed rate of decrease.
             k0 = 1 if last == 0 else 0  # iteration 1 is never tested (u_0 = 0)
-            errs = ((U[k0:s + 1] * KV[k0:s + 1] - a3).abs().sum(-1) / tot).amax(dim=(1, 2)).tolist()
+            errs = ((U[k0:s + 1] * KV[k0:s + 1] - a3).abs().sum(-1) / tot).amax(dim=(1, 2))
+            u, v = Us[s], Vs[s]
+            if absorb:  # the largest scaling, for the absorption test below, in the same host sync
+                errs = torch.cat((errs, torch.maximum(u.amax(), v.amax()).view(1)))
+            errs = errs.tolist()
+            top = errs.pop() if absorb else 0.0
             t = next((last + k0 + i + 1 for i, e in enumerate(errs) if e < tol_k), None)
             if t is not None:
                 n_iter, final = t - 1, t - 1 - last
                 break
             due = _next_test(it, errs, prev_err, tol)
             prev_err = (it, errs[-1])
-            u, v = Us[s], Vs[s]
             # absorption is tested where the stopping test runs (every iteration up to 8, then
             # sparser): every iterate made with the old kernel has been tested by then
-            if absorb and float(torch.maximum(u.amax(), v.amax())) > absorb_above:
+            if absorb and top > absorb_above:
                 lu, lv = u.log().transpose(1, 2), v.log()  # log 0 = -inf: padding keeps zero mass
                 f = lu if f is None else f.add_(lu)
                 g = lv if g is None else g.add_(lv)
