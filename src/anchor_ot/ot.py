@@ -37,7 +37,8 @@ from __future__ import annotations
 import math
 import struct
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 
 import torch
 
@@ -69,7 +70,9 @@ class SinkhornResult:
     marginal_error : torch.Tensor, shape (B,)
         ``(||T 1 - a||_1 + ||T^T 1 - b||_1) / sum(a)`` of the returned plan.
     transport_cost : torch.Tensor, shape (B,)
-        ``<T, C>``, the transport part of the objective (no entropy term).
+        ``<T, C>``, the transport part of the objective (no entropy term). Computed on
+        first read (one pass over the plan that most callers never need), from ``plan``
+        and the cost as passed: do not modify either in place before reading it.
     method : str
         ``"scaling"`` or ``"log"``: which form ran.
     """
@@ -78,8 +81,16 @@ class SinkhornResult:
     n_iter: int
     converged: torch.Tensor
     marginal_error: torch.Tensor
-    transport_cost: torch.Tensor
     method: str
+    _cost: torch.Tensor = field(repr=False, compare=False)
+
+    @cached_property  # writes the instance __dict__ directly, so a frozen dataclass can cache it
+    def transport_cost(self) -> torch.Tensor:
+        B = self.plan.shape[0]
+        C = self._cost.to(self.plan.dtype)  # the working copy sinkhorn used (fp16/bf16 -> fp32)
+        # a dot product per problem; einsum("bij,bij->b") became a (1 x mn) @ (mn x 1) bmm,
+        # 5-10x slower here (measured)
+        return torch.linalg.vecdot(self.plan.reshape(B, -1), C.reshape(B, -1))
 
 
 def _marginal(name: str, x: torch.Tensor | None, B: int, size: int, like: torch.Tensor) -> torch.Tensor:
@@ -184,9 +195,13 @@ def sinkhorn(
     method = check_choice("method", method, ("auto", "scaling", "log"))
     work = torch.promote_types(cost.dtype, torch.float32)  # fp16/bf16 -> fp32; fp64 stays
     C = cost.to(work)
-    # A sum is finite only if every entry is (NaN and inf propagate); a sum of finite values can
+    # Each problem's minimum and maximum, one host sync for the finiteness test and
+    # the range test below: NaN and inf propagate into the spread; a spread of finite entries can
     # overflow only for entries near the dtype's limit, which the exact test then clears.
-    if not bool(torch.isfinite(C.sum())) and not bool(torch.isfinite(C).all()):
+    # (amin and amax over (1, 2): torch.aminmax along one flattened axis was 10x slower here)
+    c_lo, c_hi = C.amin(dim=(1, 2)), C.amax(dim=(1, 2))
+    c_range = float((c_hi - c_lo).max().detach())
+    if not math.isfinite(c_range) and not bool(torch.isfinite(C).all()):
         raise ValueError("cost contains NaN or inf; check the features the cost was built from")
     uniform = a is None and b is None
     a = _marginal("a", a, B, m, C)
@@ -201,22 +216,31 @@ def sinkhorn(
     # Shifting C by per-problem, per-row or per-column constants leaves the plan unchanged.
     padded = not uniform and (bool((a == 0).any()) or bool((b == 0).any()))
     active = ((a > 0)[:, :, None] & (b > 0)[:, None, :]) if padded else None
-    lo = (torch.where(active, C, C.new_tensor(float("inf"))) if padded else C).amin(dim=(1, 2))
-    hi = (torch.where(active, C, C.new_tensor(float("-inf"))) if padded else C).amax(dim=(1, 2))
+    if padded:  # the range over active entries only
+        lo = torch.where(active, C, C.new_tensor(float("inf"))).amin(dim=(1, 2))
+        hi = torch.where(active, C, C.new_tensor(float("-inf"))).amax(dim=(1, 2))
+        c_range = float((hi - lo).max().detach())
+    else:
+        lo, hi = c_lo, c_hi
     wide = flush = False
     shifted = None
-    if method != "log" and float((hi - lo).max().detach()) / eps <= _SCALING_MAX_EXPONENT:
+    if method != "log" and c_range / eps <= _SCALING_MAX_EXPONENT:
         # common case (cosine costs, eps >= 0.04): one shift per problem suffices
         Cs, method = C - lo[:, None, None], "scaling"
     else:
         # row then column minima over active entries: every row and column holds a zero
+        # (without padding C is finite, so are the minima: the where() guards only padding)
         inf = C.new_tensor(float("inf"))
         row_min = (torch.where(active, C, inf) if padded else C).amin(-1, keepdim=True)
-        row_min = torch.where(torch.isfinite(row_min), row_min, torch.zeros_like(row_min))
+        if padded:  # a row without active entries has minimum inf: shift it by 0
+            row_min = torch.where(torch.isfinite(row_min), row_min, torch.zeros_like(row_min))
         Cs = C - row_min
         col_min = (torch.where(active, Cs, inf) if padded else Cs).amin(-2, keepdim=True)
-        col_min = torch.where(torch.isfinite(col_min), col_min, torch.zeros_like(col_min))
-        Cs = Cs - col_min
+        if padded:
+            col_min = torch.where(torch.isfinite(col_min), col_min, torch.zeros_like(col_min))
+        # in place without autograd (a fresh B x m x n allocation costs page faults); amin's
+        # backward reads Cs, so with autograd out of place
+        Cs = Cs - col_min if grad else Cs.sub_(col_min)
         spread = (torch.where(active, Cs, torch.zeros_like(Cs)) if padded else Cs).amax(dim=(-2, -1))
         if method == "auto":
             ratio = float(spread.max().detach()) / eps
@@ -239,7 +263,10 @@ def sinkhorn(
         plan, n_iter = _scaling(Cs, a, b, active, eps, max_iter, tol, total,
                                 shifted=shifted if wide else None, flush=flush)
     err = marginal_error(plan)
-    if method == "scaling" and wide and not grad and not bool(torch.isfinite(err).all()):
+    # err.sum() is finite iff every entry is (NaN and inf propagate) unless finite errors overflow
+    # the sum, which the exact test then clears: one small op and one sync instead of four ops
+    if (method == "scaling" and wide and not grad and not math.isfinite(float(err.sum()))
+            and not bool(torch.isfinite(err).all())):
         # safety net: the stabilized scaling form broke down; the log domain cannot overflow
         plan, n_iter = _log_domain(shifted(), a, b, active, eps, max_iter, tol, total)
         err, method = marginal_error(plan), "log"
@@ -256,16 +283,11 @@ def sinkhorn(
             SinkhornNotConverged,
             stacklevel=2,
         )
-    return SinkhornResult(
-        plan=plan,
-        n_iter=n_iter,
-        converged=converged,
-        marginal_error=err,
-        # a dot product per problem; einsum("bij,bij->b") became a (1 x mn) @ (mn x 1) bmm,
-        # 5-10x slower here (measured)
-        transport_cost=torch.linalg.vecdot(plan.reshape(B, -1), C.reshape(B, -1)),
-        method=method,
-    )
+    result = SinkhornResult(plan=plan, n_iter=n_iter, converged=converged, marginal_error=err,
+                            method=method, _cost=cost)
+    if grad:  # computed now, under the caller's autograd mode, so that gradients flow through it
+        result.transport_cost  # noqa: B018 (fills the cache)
+    return result
 
 
 def _check_due(n: int, last: int, max_iter: int) -> bool:
@@ -317,6 +339,19 @@ def _as_float32(x: float) -> float:
         return math.inf
 
 
+class _Views(dict):
+    """``buf[i]`` for slot ``i``, made on first use and kept: a short solve touches a few of
+    the ``_SLOTS`` slots, and ``unbind`` made all of them (~1 us each, ~50 us per call)."""
+
+    def __init__(self, buf: torch.Tensor):
+        super().__init__()
+        self.buf = buf
+
+    def __missing__(self, i: int) -> torch.Tensor:
+        view = self[i] = self.buf[i]
+        return view
+
+
 def _scaling(Cs, a, b, active, eps, max_iter, tol, total, shifted=None, flush=False):
     """Scaling iterations in preallocated buffers; the kernel's storage becomes the plan.
 
@@ -353,8 +388,11 @@ def _scaling(Cs, a, b, active, eps, max_iter, tol, total, shifted=None, flush=Fa
     U = K.new_empty(_SLOTS, B, 1, m)
     V = K.new_empty(_SLOTS, B, 1, n)
     KV = K.new_empty(_SLOTS, B, 1, m)
-    Us, Vs, KVs = U.unbind(0), V.unbind(0), KV.unbind(0)
-    Vs[0].copy_(b3 > 0)
+    Us, Vs, KVs = _Views(U), _Views(V), _Views(KV)
+    if active is None:  # no padding: every b_j > 0
+        Vs[0].fill_(1.0)
+    else:
+        Vs[0].copy_(b3 > 0)
     tm, tn = K.new_empty(B, 1, m), K.new_empty(B, 1, n)
     f = g = None  # dual potentials in units of eps (log-scalings absorbed so far)
 
@@ -373,17 +411,21 @@ def _scaling(Cs, a, b, active, eps, max_iter, tol, total, shifted=None, flush=Fa
             # arithmetic: max(err) < tol iff all err < tol, NaN fails both); the iterations run past
             # it are discarded. The next test is planned from the observed rate of decrease.
             k0 = 1 if last == 0 else 0  # iteration 1 is never tested (u_0 = 0)
-            errs = ((U[k0:s + 1] * KV[k0:s + 1] - a3).abs().sum(-1) / tot).amax(dim=(1, 2)).tolist()
+            errs = ((U[k0:s + 1] * KV[k0:s + 1] - a3).abs().sum(-1) / tot).amax(dim=(1, 2))
+            u, v = Us[s], Vs[s]
+            if absorb:  # the largest scaling, for the absorption test below, in the same host sync
+                errs = torch.cat((errs, torch.maximum(u.amax(), v.amax()).view(1)))
+            errs = errs.tolist()
+            top = errs.pop() if absorb else 0.0
             t = next((last + k0 + i + 1 for i, e in enumerate(errs) if e < tol_k), None)
             if t is not None:
                 n_iter, final = t - 1, t - 1 - last
                 break
             due = _next_test(it, errs, prev_err, tol)
             prev_err = (it, errs[-1])
-            u, v = Us[s], Vs[s]
             # absorption is tested where the stopping test runs (every iteration up to 8, then
             # sparser): every iterate made with the old kernel has been tested by then
-            if absorb and float(torch.maximum(u.amax(), v.amax())) > absorb_above:
+            if absorb and top > absorb_above:
                 lu, lv = u.log().transpose(1, 2), v.log()  # log 0 = -inf: padding keeps zero mass
                 f = lu if f is None else f.add_(lu)
                 g = lv if g is None else g.add_(lv)
