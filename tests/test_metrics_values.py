@@ -291,21 +291,23 @@ def test_temporal_localization_matches_a_loop_reference():
     assert metrics.temporal_localization(red, z2, pos2) == pytest.approx(np_temporal(red, z2, pos2), abs=1e-12)
 
 
-def test_temporal_localization_blocks_hold_at_most_4m_similarities_and_match_the_reference():
-    # M = 2048 tokens per between-frame and K = 2048 outputs: 4M similarities per between-frame,
-    # so each block is one between-frame (the (b, M, K) float32 product is the largest allocation)
+@pytest.mark.parametrize(("M", "per_block"), [(2048, 1), (1024, 2)])
+def test_temporal_localization_blocks_hold_at_most_4m_similarities_and_match_the_reference(M, per_block):
+    # K = 2048 outputs: M = 2048 tokens per between-frame make 4M similarities per between-frame (one
+    # per block), M = 1024 make 2M (two per block); the (b, M, K) float32 product of a full block is
+    # the largest allocation, so it measures the block size
     from torch.profiler import ProfilerActivity, profile
 
     g = torch.Generator().manual_seed(18)
     v = VideoTokens(torch.randn(4, 1024, 4, generator=g), (32, 32))
     keep = sorted(torch.randperm(4096, generator=g)[:2048].tolist())
     red = reduction(v, keep, seed=19)
-    z = torch.randn(3, 2048, 4, generator=g)
+    z = torch.randn(3, M, 4, generator=g)
     pos = torch.tensor([0.2, 1.6, 3.0])
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         got = metrics.temporal_localization(red, z, pos)
     largest = max(e.cpu_memory_usage for e in prof.events())
-    assert largest == 2048 * 2048 * 4  # (1 << 22) float32 similarities, one between-frame per block
+    assert largest == per_block * M * 2048 * 4 == 1 << 24  # (1 << 22) float32 similarities per block
     assert got == pytest.approx(np_temporal(red, z, pos), abs=1e-12)
 
 
@@ -334,12 +336,27 @@ def test_temporal_errors_word_for_word(tokens, pos, exc, message):
         metrics.temporal_localization(v, torch.ones(1, 3, 8), torch.tensor([0.5]))
 
 
-def test_temporal_positions_at_the_ends_are_valid():
+def test_temporal_positions_at_the_ends_and_one_token_frames_are_valid():
     g = torch.Generator().manual_seed(22)
     v = VideoTokens(torch.randn(2, 2, 8, generator=g), (1, 2))
     red = reduction(v, [0, 3], seed=23)
     z = v.tokens.clone()
     assert metrics.temporal_localization(red, z, [0.0, 1.0]) == np_temporal(red, z, [0.0, 1.0])
+    one = v.tokens[:, :1]  # M = 1 token per between-frame
+    assert metrics.temporal_localization(red, one, [0.0, 1.0]) == np_temporal(red, one, [0.0, 1.0])
+
+
+def test_temporal_positions_are_compared_in_float64():
+    # a between-frame that looks like frame 2, 3e-8 before the midpoint 1.5: frame 1 is nearer, a
+    # miss. In float32 the position would round to 1.5 exactly, where frame 2 counts as a hit.
+    x = torch.eye(3)[:, None, :]  # one token per frame, orthogonal frames
+    v = VideoTokens(x, (1, 1))
+    ident = assemble(x.reshape(3, 3), torch.arange(3), torch.arange(3), 3, (1, 1)).validate()
+    pos = torch.tensor([1.5 - 3e-8], dtype=torch.float64)
+    assert float(pos.float()) == 1.5
+    assert metrics.temporal_localization(ident, x[[2]], pos) == 0.0
+    assert metrics.temporal_localization(ident, x[[2]], torch.tensor([1.5])) == 1.0
+    assert v.num_frames == 3
 
 
 # -- evaluate -------------------------------------------------------------------------------------
@@ -386,3 +403,38 @@ def test_evaluate_cache_of_another_video_word_for_word():
     with pytest.raises(ValueError, match="^this cache was filled for another video: use one empty dict per video$"):
         metrics.evaluate(same_values, red, cache=cache)
     assert cache["video"] is v
+
+
+def test_readout_compares_with_the_reference_rows_it_is_given():
+    # the reference is read, not recomputed: a reference of the right shape decides the score
+    g = torch.Generator().manual_seed(31)
+    v = VideoTokens(torch.randn(2, 3, 4, generator=g), (1, 3))
+    red = reduction(v, [0, 4], seed=32)
+    fake = torch.randn(6, 4, generator=g)
+    y, s = red.tokens.double().numpy(), red.mass.double().numpy()
+    x = v.tokens.reshape(-1, 4).double().numpy()
+    mine = softmax(x @ y.T / 2.0 + np.log(s)) @ y
+    f = fake.double().numpy()
+    want = float(((f * mine).sum(1) / (np.linalg.norm(f, axis=1) * np.linalg.norm(mine, axis=1))).mean())
+    assert metrics.attention_readout(v, red, reference=fake) == pytest.approx(want, abs=1e-6)
+
+
+def test_readout_of_tiny_tokens_matches_numpy():
+    # tokens of norm ~1e-10: the readout vectors are that small too, and the cosine between them
+    # must not be damped by a cosine epsilon larger than their norms
+    g = torch.Generator().manual_seed(33)
+    v = VideoTokens(torch.randn(2, 4, 3, generator=g, dtype=torch.float64) * 1e-10, (2, 2))
+    red = reduction(v, [0, 5], seed=34)
+    red = assemble(red.tokens * 1e-10, red.source_index, red.assignment, 2, (2, 2)).validate()
+    q = v.tokens.reshape(-1, 3)
+    got = metrics.attention_readout(v, red)
+    assert got == pytest.approx(np_readout(v, red, q, math.sqrt(3)), abs=1e-5)
+    assert abs(got) > 0.05
+
+
+def test_reconstruction_sums_half_precision_weights_in_float32():
+    # 24 fp16 weights of 40000: their sum (960000) overflows fp16 (max 65504) but not float32
+    v = random_video()
+    red = reduction(v, [0, 3, 9, 12, 20, 23], seed=35)
+    w = torch.full((3, 8), 40000.0, dtype=torch.float16)
+    assert metrics.reconstruction(v, red, weights=w) == pytest.approx(np_reconstruction(v, red, np.ones(24)), abs=1e-6)

@@ -75,6 +75,7 @@ def test_apportion_by_hand():
     assert _apportion(6, [1, 1, 10], 10) == [1, 1, 4]
     assert _apportion(9, [1, 1, 1, 1, 6, 9], 10) == [1, 1, 1, 1, 2, 3]  # the one furthest above
     assert _apportion(9, [1, 1, 1, 1, 8, 8], 10) == [1, 1, 1, 1, 2, 3]  # equal: the lower band
+    assert _apportion(9, [1, 1, 1, 1, 5, 9], 10) == [1, 1, 1, 1, 1, 4]  # a band of 2 can give one
     assert _apportion(6, [30, 1, 1], 3) == [3, 2, 1]      # quota 5.6 capped at 3; the rest spread
     assert _apportion(5, [3, 3, 3, 3], 2) == [2, 1, 1, 1]
     assert _apportion(7, [3, 3, 3, 3], 2) == [2, 2, 2, 1]
