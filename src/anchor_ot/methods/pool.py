@@ -65,8 +65,9 @@ def grid_partition(grid: tuple[int, int], k: int) -> tuple[torch.Tensor, torch.T
     The rows are split into ``a`` bands of near-equal height and band ``b`` into
     ``c_b`` column strips of near-equal width; ``c_b`` is proportional to the
     band's cell count (largest-remainder rounding, ``1 <= c_b <= w``,
-    ``sum(c_b) = k``). ``a`` is the feasible value (``ceil(k / w) <= a <= min(h, k)``)
-    closest to ``sqrt(k * h / w)``, the count that makes regions nearest to square.
+    ``sum(c_b) = k``; equal remainders favour the upper band). ``a`` is the feasible
+    value (``ceil(k / w) <= a <= min(h, k)``) closest to ``sqrt(k * h / w)``, the
+    count that makes regions nearest to square (a tie goes to the smaller count).
     The partition is a pure function of ``(h, w, k)`` and is cached.
 
     Parameters
