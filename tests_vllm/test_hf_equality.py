@@ -83,15 +83,8 @@ def test_vllm_plugin_greedy_equals_anchor_ot_generate(checkpoints, family, metho
 @pytest.mark.parametrize("family", ["llava_onevision", "qwen3_vl", "qwen2_5_vl"])
 def test_engines_agree_without_reduction(checkpoints, family):
     """Control: vLLM without plugin and transformers' own generate give the same greedy tokens."""
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
     path = checkpoints[family]
-    processor = AutoProcessor.from_pretrained(path)
-    model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32).eval()
-    arr, meta = tiny_models.video(FRAMES, PIXELS[family], 0)
-    metadata = {k: meta[k] for k in ("total_num_frames", "fps", "duration", "frames_indices")}
-    inputs = processor(text=[chat("what is in the video ?", PROMPT_MEDIA[family])], videos=[arr],
-                       video_metadata=[metadata], do_sample_frames=False, return_tensors="pt")
+    model, inputs = hf_inputs(path, family)
     with torch.no_grad():
         hf_new = model.generate(**inputs, max_new_tokens=NEW, do_sample=False)[0, inputs["input_ids"].shape[1]:]
     llm = make_llm(path)
