@@ -339,6 +339,13 @@ def _as_float32(x: float) -> float:
         return math.inf
 
 
+def _slots(K: torch.Tensor, B: int, size: int) -> torch.Tensor:
+    """``(_SLOTS, B, 1, size)`` buffer like ``K`` whose slots start 64 bytes apart or a multiple of it."""
+    per = 64 // K.element_size()  # elements per 64 bytes (16 in float32)
+    stride = -(-B * size // per) * per
+    return K.new_empty(_SLOTS, stride)[:, :B * size].view(_SLOTS, B, 1, size)
+
+
 class _Views(dict):
     """``buf[i]`` for slot ``i``, made on first use and kept: a short solve touches a few of
     the ``_SLOTS`` slots, and ``unbind`` made all of them (~1 us each, ~50 us per call)."""
@@ -385,9 +392,10 @@ def _scaling(Cs, a, b, active, eps, max_iter, tol, total, shifted=None, flush=Fa
     # K v_{t-1}, whose row error is the stopping test of iteration t (after a v-update the columns
     # are exact); `last` is the iteration of the previous test, so the pending slots are a prefix.
     # (u_0 is never read: iteration 1 is not tested; every other slot is written before it is read)
-    U = K.new_empty(_SLOTS, B, 1, m)
-    V = K.new_empty(_SLOTS, B, 1, n)
-    KV = K.new_empty(_SLOTS, B, 1, m)
+    # Each slot starts on a 64-byte boundary: the batched products' summation order (MKL) depends
+    # on the alignment of their vectors, so with slots packed end to end (B m floats apart) an
+    # iterate's last bits depended on which slot it sat in, i.e. on the test schedule.
+    U, V, KV = _slots(K, B, m), _slots(K, B, n), _slots(K, B, m)
     Us, Vs, KVs = _Views(U), _Views(V), _Views(KV)
     if active is None:  # no padding: every b_j > 0
         Vs[0].fill_(1.0)
