@@ -227,6 +227,9 @@ def sinkhorn(
     if method != "log" and c_range / eps <= _SCALING_MAX_EXPONENT:
         # common case (cosine costs, eps >= 0.04): one shift per problem suffices
         Cs, method = C - lo[:, None, None], "scaling"
+
+        def rebuild():  # Cs again, same arithmetic (for a guarded redo of _scaling)
+            return C - lo[:, None, None]
     else:
         # row then column minima over active entries: every row and column holds a zero
         # (without padding C is finite, so are the minima: the where() guards only padding)
@@ -241,6 +244,9 @@ def sinkhorn(
         # in place without autograd (a fresh B x m x n allocation costs page faults); amin's
         # backward reads Cs, so with autograd out of place
         Cs = Cs - col_min if grad else Cs.sub_(col_min)
+
+        def rebuild():  # Cs again, same arithmetic (no padding here: a guarded redo needs none)
+            return torch.sub(C, row_min).sub_(col_min)
         spread = (torch.where(active, Cs, torch.zeros_like(Cs)) if padded else Cs).amax(dim=(-2, -1))
         if method == "auto":
             ratio = float(spread.max().detach()) / eps
@@ -260,8 +266,15 @@ def sinkhorn(
     elif grad:
         plan, n_iter = _scaling_autograd(Cs, a, b, active, eps, max_iter, tol, total)
     else:
-        plan, n_iter = _scaling(Cs, a, b, active, eps, max_iter, tol, total,
-                                shifted=shifted if wide else None, flush=flush)
+        # uniform marginals: every problem's total is the same sum of the same values
+        tot_host = float(total[0]) if uniform else None
+        absorb = shifted if wide else None
+        out = _scaling(Cs, a, b, active, eps, max_iter, tol, total, shifted=absorb, flush=flush,
+                       guard=padded, tot_host=tot_host)
+        if out is None:  # a scaling reached the unguarded loop's bound: redo it guarded
+            out = _scaling(rebuild(), a, b, active, eps, max_iter, tol, total, shifted=absorb, flush=flush,
+                           guard=True, tot_host=tot_host)
+        plan, n_iter = out
     err = marginal_error(plan)
     # err.sum() is finite iff every entry is (NaN and inf propagate) unless finite errors overflow
     # the sum, which the exact test then clears: one small op and one sync instead of four ops
@@ -366,7 +379,8 @@ class _Views(dict):
         return view
 
 
-def _scaling(Cs, a, b, active, eps, max_iter, tol, total, shifted=None, flush=False):
+def _scaling(Cs, a, b, active, eps, max_iter, tol, total, shifted=None, flush=False, guard=True,
+             tot_host=None):
     """Scaling iterations in preallocated buffers; the kernel's storage becomes the plan.
 
     The same iterates, stopping test and float operations as :func:`_scaling_autograd` (plans
@@ -378,6 +392,18 @@ def _scaling(Cs, a, b, active, eps, max_iter, tol, total, shifted=None, flush=Fa
     ``diag(u) K diag(v)`` and the iteration are unchanged in exact arithmetic; kernel entries
     below float32's smallest normal are flushed to zero (with ``flush``, also in the first
     kernel; denormals are ~60x slower here).
+
+    The scalings' divisions are guarded, ``a / max(K v, tiny)``, against a zero or subnormal
+    denominator (padding rows and columns have one at every iteration). With ``guard=False``
+    (no padding) they run unguarded and each stopping test checks the largest pending
+    scalings: ``u_i = a_i / (K v)_i`` reaches ``fl(min(a) / tiny)`` whenever ``(K v)_i < tiny``
+    (division rounds monotonically; a zero gives inf, a NaN fails the check), likewise ``v``;
+    below those bounds the guard was a no-op and every iterate is bitwise the guarded loop's.
+    If a check fails, ``None`` is returned (``Cs`` has been overwritten) and the caller redoes
+    the solve guarded (only seen here with ``method="scaling"`` forced on a range that
+    underflows the kernel). Two of an iteration's six ops fewer, two more per test without
+    absorption (one fewer with it): 1.05-1.07x on the real intra-frame batch at eps 0.02
+    (``docs/benchmarks.md``, "Stop 16").
     """
     B, m, n = Cs.shape
     absorb = shifted is not None
@@ -395,6 +421,10 @@ def _scaling(Cs, a, b, active, eps, max_iter, tol, total, shifted=None, flush=Fa
     KT = K.transpose(1, 2)
     a3, b3 = a.unsqueeze(1), b.unsqueeze(1)  # (B, 1, m), (B, 1, n)
     tot = total.view(1, -1, 1)
+    # With equal totals (uniform marginals) the k pending iterates' batch maxima are divided by the
+    # total on the host (one op fewer per test): float32 quotients via float64, exact since double
+    # rounding is innocuous for division when 53 >= 2 * 24 + 2 bits
+    same_total = tot_host is not None
     # Buffers for the iterates not yet tested: slot (t - 1 - last) holds u_{t-1}, v_{t-1} and
     # K v_{t-1}, whose row error is the stopping test of iteration t (after a v-update the columns
     # are exact); `last` is the iteration of the previous test, so the pending slots are a prefix.
@@ -409,6 +439,9 @@ def _scaling(Cs, a, b, active, eps, max_iter, tol, total, shifted=None, flush=Fa
     else:
         Vs[0].copy_(b3 > 0)
     tm, tn = K.new_empty(B, 1, m), K.new_empty(B, 1, n)
+    if not guard:  # bounds of the unguarded check (see above): fl(min(a) / tiny), fl(min(b) / tiny)
+        bound_u, bound_v = (torch.stack((a.amin(), b.amin())) / tiny).tolist()
+    check = absorb or not guard  # per-slot largest scalings needed at each test
     f = g = None  # dual potentials in units of eps (log-scalings absorbed so far)
 
     # Without flushed entries (every kernel entry normal) the scalings need only stay clear of
@@ -429,12 +462,23 @@ def _scaling(Cs, a, b, active, eps, max_iter, tol, total, shifted=None, flush=Fa
             # arithmetic: max(err) < tol iff all err < tol, NaN fails both); the iterations run past
             # it are discarded. The next test is planned from the observed rate of decrease.
             k0 = 1 if last == 0 else 0  # iteration 1 is never tested (u_0 = 0)
-            errs = ((U[k0:s + 1] * KV[k0:s + 1] - a3).abs().sum(-1) / tot).amax(dim=(1, 2))
+            errs = (U[k0:s + 1] * KV[k0:s + 1] - a3).abs().sum(-1)
+            errs = (errs if same_total else errs / tot).amax(dim=(1, 2))
             u, v = Us[s], Vs[s]
-            if absorb:  # the largest scaling, for the absorption test below, in the same host sync
-                errs = torch.cat((errs, torch.maximum(u.amax(), v.amax()).view(1)))
-            errs = errs.tolist()
-            top = errs.pop() if absorb else 0.0
+            k = s + 1 - k0
+            if check:  # each pending iterate's largest u and v, in the same host sync
+                top_u, top_v = U[k0:s + 1].amax(dim=(1, 2, 3)), V[k0:s + 1].amax(dim=(1, 2, 3))
+                errs = torch.cat((errs, top_u, top_v)).tolist()
+                top_u, top_v, errs = errs[k:2 * k], errs[2 * k:], errs[:k]
+                if not guard and not (all(x < bound_u for x in top_u) and all(x < bound_v for x in top_v)):
+                    return None  # a guard would have acted (or a NaN): the caller redoes it guarded
+                # as torch.maximum(u.amax(), v.amax()): NaN if either is
+                tu, tv = top_u[-1], top_v[-1]
+                top = math.nan if math.isnan(tu) or math.isnan(tv) else max(tu, tv)
+            else:
+                errs = errs.tolist()
+            if same_total and tot_host != 1.0:  # fl(max(x) / t) = max(fl(x / t)): division is monotone
+                errs = [e / tot_host if K.dtype == torch.float64 else _as_float32(e / tot_host) for e in errs]
             t = next((last + k0 + i + 1 for i, e in enumerate(errs) if e < tol_k), None)
             if t is not None:
                 n_iter, final = t - 1, t - 1 - last
@@ -458,12 +502,19 @@ def _scaling(Cs, a, b, active, eps, max_iter, tol, total, shifted=None, flush=Fa
             last, s1 = it, 0
         else:
             s1 = s + 1
-        # zero marginals give zero scalings: 0 / (a positive, finite denominator) = 0
-        torch.div(a3, torch.clamp_min(KVs[s], tiny, out=tm), out=Us[s1])
-        torch.div(b3, torch.bmm(Us[s1], K, out=tn).clamp_min_(tiny), out=Vs[s1])
+        if guard:  # zero marginals give zero scalings: 0 / (a positive, finite denominator) = 0
+            torch.div(a3, torch.clamp_min(KVs[s], tiny, out=tm), out=Us[s1])
+            torch.div(b3, torch.bmm(Us[s1], K, out=tn).clamp_min_(tiny), out=Vs[s1])
+        else:
+            torch.div(a3, KVs[s], out=Us[s1])
+            torch.div(b3, torch.bmm(Us[s1], K, out=tn), out=Vs[s1])
     if final is None:
         final = max_iter - last
     u, v = Us[final], Vs[final]
+    if final == 0 and not guard:  # no test passed: the last update (slot 0) is not checked yet
+        tu, tv = torch.stack((u.amax(), v.amax())).tolist()
+        if not (tu < bound_u and tv < bound_v):
+            return None
     return K.mul_(u.transpose(1, 2)).mul_(v), max(n_iter, 1)
 
 
