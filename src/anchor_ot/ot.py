@@ -199,7 +199,9 @@ def sinkhorn(
     # the range test below: NaN and inf propagate into the spread; a spread of finite entries can
     # overflow only for entries near the dtype's limit, which the exact test then clears.
     # (amin and amax over (1, 2): torch.aminmax along one flattened axis was 10x slower here)
-    c_lo, c_hi = C.amin(dim=(1, 2)), C.amax(dim=(1, 2))
+    # The minimum through the row minima (exact, the same value): a wide range reuses them.
+    row_lo = C.amin(-1, keepdim=True)
+    c_lo, c_hi = row_lo.amin(dim=(1, 2)), C.amax(dim=(1, 2))
     c_range = float((c_hi - c_lo).max().detach())
     if not math.isfinite(c_range) and not bool(torch.isfinite(C).all()):
         raise ValueError("cost contains NaN or inf; check the features the cost was built from")
@@ -234,7 +236,7 @@ def sinkhorn(
         # row then column minima over active entries: every row and column holds a zero
         # (without padding C is finite, so are the minima: the where() guards only padding)
         inf = C.new_tensor(float("inf"))
-        row_min = (torch.where(active, C, inf) if padded else C).amin(-1, keepdim=True)
+        row_min = torch.where(active, C, inf).amin(-1, keepdim=True) if padded else row_lo
         if padded:  # a row without active entries has minimum inf: shift it by 0
             row_min = torch.where(torch.isfinite(row_min), row_min, torch.zeros_like(row_min))
         Cs = C - row_min
@@ -270,28 +272,32 @@ def sinkhorn(
         tot_host = float(total[0]) if uniform else None
         absorb = shifted if wide else None
         out = _scaling(Cs, a, b, active, eps, max_iter, tol, total, shifted=absorb, flush=flush,
-                       guard=padded, tot_host=tot_host)
+                       guard=padded, tot_host=tot_host, uniform=(m, n) if uniform else None)
         if out is None:  # a scaling reached the unguarded loop's bound: redo it guarded
             out = _scaling(rebuild(), a, b, active, eps, max_iter, tol, total, shifted=absorb, flush=flush,
                            guard=True, tot_host=tot_host)
         plan, n_iter = out
     err = marginal_error(plan)
-    # err.sum() is finite iff every entry is (NaN and inf propagate) unless finite errors overflow
-    # the sum, which the exact test then clears: one small op and one sync instead of four ops
-    if (method == "scaling" and wide and not grad and not math.isfinite(float(err.sum()))
-            and not bool(torch.isfinite(err).all())):
+    # The largest error, one op and one host sync for both tests below: it is NaN or inf iff some
+    # error is (max propagates NaN), and below tol iff every error is (err < tol compares in err's
+    # dtype, so tol is rounded the same way; NaN fails both)
+    tol_e = _as_float32(tol) if err.dtype == torch.float32 else tol
+    worst = float(err.max()) if warn or (wide and not grad) else None
+    if method == "scaling" and wide and not grad and not math.isfinite(worst):
         # safety net: the stabilized scaling form broke down; the log domain cannot overflow
         plan, n_iter = _log_domain(shifted(), a, b, active, eps, max_iter, tol, total)
         err, method = marginal_error(plan), "log"
+        worst = float(err.max())
     elif grad and method == "scaling" and wide and not bool((err < tol).all()):
         # autograd path (no absorption): wide range, redo in the log domain if scaling stalled
         plan, n_iter = _log_domain(Cs, a, b, active, eps, max_iter, tol, total)
         err, method = marginal_error(plan), "log"
+        worst = float(err.max())
     converged = err < tol
-    if warn and not bool(converged.all()):
+    if warn and not worst < tol_e:
         warnings.warn(
             f"Sinkhorn stopped after {n_iter} iterations with relative marginal error up to "
-            f"{float(err.max()):.2e} > tol={tol:g} in {int((~converged).sum())}/{B} problems; "
+            f"{worst:.2e} > tol={tol:g} in {int((~converged).sum())}/{B} problems; "
             "raise max_iter or eps",
             SinkhornNotConverged,
             stacklevel=2,
@@ -362,6 +368,8 @@ def _as_float32(x: float) -> float:
 def _slots(K: torch.Tensor, B: int, size: int) -> torch.Tensor:
     """``(_SLOTS, B, 1, size)`` buffer like ``K`` whose slots start 64 bytes apart or a multiple of it."""
     per = 64 // K.element_size()  # elements per 64 bytes (16 in float32)
+    if B * size % per == 0:  # already aligned end to end: one op instead of three
+        return K.new_empty(_SLOTS, B, 1, size)
     stride = -(-B * size // per) * per
     return K.new_empty(_SLOTS, stride)[:, :B * size].view(_SLOTS, B, 1, size)
 
@@ -380,7 +388,7 @@ class _Views(dict):
 
 
 def _scaling(Cs, a, b, active, eps, max_iter, tol, total, shifted=None, flush=False, guard=True,
-             tot_host=None):
+             tot_host=None, uniform=None):
     """Scaling iterations in preallocated buffers; the kernel's storage becomes the plan.
 
     The same iterates, stopping test and float operations as :func:`_scaling_autograd` (plans
@@ -439,7 +447,15 @@ def _scaling(Cs, a, b, active, eps, max_iter, tol, total, shifted=None, flush=Fa
     else:
         Vs[0].copy_(b3 > 0)
     tm, tn = K.new_empty(B, 1, m), K.new_empty(B, 1, n)
-    if not guard:  # bounds of the unguarded check (see above): fl(min(a) / tiny), fl(min(b) / tiny)
+    if not guard and uniform is not None:  # bounds of the unguarded check (see above), on the host:
+        # a = fl(1/m), b = fl(1/n) as _marginal fills them; float32 quotients via float64 are exact
+        m_, n_ = uniform
+        if K.dtype == torch.float32:
+            bound_u = _as_float32(_as_float32(1.0 / m_) / tiny)
+            bound_v = _as_float32(_as_float32(1.0 / n_) / tiny)
+        else:
+            bound_u, bound_v = (1.0 / m_) / tiny, (1.0 / n_) / tiny
+    elif not guard:  # fl(min(a) / tiny), fl(min(b) / tiny)
         bound_u, bound_v = (torch.stack((a.amin(), b.amin())) / tiny).tolist()
     check = absorb or not guard  # per-slot largest scalings needed at each test
     f = g = None  # dual potentials in units of eps (log-scalings absorbed so far)
