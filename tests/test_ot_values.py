@@ -13,7 +13,8 @@ import ot
 import pytest
 import torch
 
-from anchor_ot.ot import cosine_cost, sinkhorn
+import anchor_ot.ot as ot_module
+from anchor_ot.ot import SinkhornNotConverged, cosine_cost, sinkhorn
 
 
 def _problem(B=3, m=5, n=8, seed=0, padded=False):
@@ -223,6 +224,40 @@ def test_in_place_scaling_equals_the_autograd_path_bitwise(eps):
     assert plain.n_iter == graph.n_iter > 3
     assert torch.equal(plain.plan, graph.plan.detach())
     graph.transport_cost.sum().backward()  # gradients still flow on that path
+
+
+def test_unguarded_divisions_redo_the_solve_guarded_when_a_scaling_reaches_the_bound(monkeypatch):
+    """Without padding the in-place loop divides by K v and K^T u without the max(., tiny) guard and
+    checks, at each stopping test, every pending scaling against fl(min(a) / tiny) (reached whenever
+    a denominator fell below tiny). Here K v underflows (mass must cross entries where the kernel
+    is 0, plain scaling form): the check trips, the solve is redone guarded, and the plan and
+    iteration count are bitwise the guarded out-of-place (autograd) loop's. A well-behaved
+    problem runs once, unguarded, to the same plan as the guarded loop."""
+    calls = []
+    real = ot_module._scaling
+
+    def spy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        calls.append((kwargs["guard"], out is None))
+        return out
+
+    monkeypatch.setattr(ot_module, "_scaling", spy)
+    hard = torch.ones(1, 3, 3) - torch.eye(3)[None]
+    a = torch.tensor([[0.8, 0.1, 0.1]])
+    with pytest.warns(SinkhornNotConverged):
+        res = sinkhorn(hard, a, eps=0.001, max_iter=500, method="scaling")
+    assert calls == [(False, True), (True, False)]
+    with pytest.warns(SinkhornNotConverged):
+        ref = sinkhorn(hard.clone().requires_grad_(True), a, eps=0.001, max_iter=500, method="scaling")
+    assert res.n_iter == ref.n_iter == 500
+    assert torch.equal(res.plan, ref.plan.detach())
+    calls.clear()
+    C, a, b = _problem(B=4, m=6, n=9, seed=2)
+    C, a, b = C.float(), a.float(), b.float()
+    res = sinkhorn(C, a, b, eps=0.02, max_iter=1000, tol=1e-5)
+    ref = sinkhorn(C.clone().requires_grad_(True), a, b, eps=0.02, max_iter=1000, tol=1e-5)
+    assert calls == [(False, False)] and res.n_iter == ref.n_iter > 10
+    assert torch.equal(res.plan, ref.plan.detach())
 
 
 # Found by mutation testing (docs/testing.md): the argument checks of sinkhorn() name the argument

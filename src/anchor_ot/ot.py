@@ -199,7 +199,9 @@ def sinkhorn(
     # the range test below: NaN and inf propagate into the spread; a spread of finite entries can
     # overflow only for entries near the dtype's limit, which the exact test then clears.
     # (amin and amax over (1, 2): torch.aminmax along one flattened axis was 10x slower here)
-    c_lo, c_hi = C.amin(dim=(1, 2)), C.amax(dim=(1, 2))
+    # The minimum through the row minima (exact, the same value): a wide range reuses them.
+    row_lo = C.amin(-1, keepdim=True)
+    c_lo, c_hi = row_lo.amin(dim=(1, 2)), C.amax(dim=(1, 2))
     c_range = float((c_hi - c_lo).max().detach())
     if not math.isfinite(c_range) and not bool(torch.isfinite(C).all()):
         raise ValueError("cost contains NaN or inf; check the features the cost was built from")
@@ -227,11 +229,14 @@ def sinkhorn(
     if method != "log" and c_range / eps <= _SCALING_MAX_EXPONENT:
         # common case (cosine costs, eps >= 0.04): one shift per problem suffices
         Cs, method = C - lo[:, None, None], "scaling"
+
+        def rebuild():  # Cs again, same arithmetic (for a guarded redo of _scaling)
+            return C - lo[:, None, None]
     else:
         # row then column minima over active entries: every row and column holds a zero
         # (without padding C is finite, so are the minima: the where() guards only padding)
         inf = C.new_tensor(float("inf"))
-        row_min = (torch.where(active, C, inf) if padded else C).amin(-1, keepdim=True)
+        row_min = torch.where(active, C, inf).amin(-1, keepdim=True) if padded else row_lo
         if padded:  # a row without active entries has minimum inf: shift it by 0
             row_min = torch.where(torch.isfinite(row_min), row_min, torch.zeros_like(row_min))
         Cs = C - row_min
@@ -241,6 +246,9 @@ def sinkhorn(
         # in place without autograd (a fresh B x m x n allocation costs page faults); amin's
         # backward reads Cs, so with autograd out of place
         Cs = Cs - col_min if grad else Cs.sub_(col_min)
+
+        def rebuild():  # Cs again, same arithmetic (no padding here: a guarded redo needs none)
+            return torch.sub(C, row_min).sub_(col_min)
         spread = (torch.where(active, Cs, torch.zeros_like(Cs)) if padded else Cs).amax(dim=(-2, -1))
         if method == "auto":
             ratio = float(spread.max().detach()) / eps
@@ -260,25 +268,36 @@ def sinkhorn(
     elif grad:
         plan, n_iter = _scaling_autograd(Cs, a, b, active, eps, max_iter, tol, total)
     else:
-        plan, n_iter = _scaling(Cs, a, b, active, eps, max_iter, tol, total,
-                                shifted=shifted if wide else None, flush=flush)
+        # uniform marginals: every problem's total is the same sum of the same values
+        tot_host = float(total[0]) if uniform else None
+        absorb = shifted if wide else None
+        out = _scaling(Cs, a, b, active, eps, max_iter, tol, total, shifted=absorb, flush=flush,
+                       guard=padded, tot_host=tot_host, uniform=(m, n) if uniform else None)
+        if out is None:  # a scaling reached the unguarded loop's bound: redo it guarded
+            out = _scaling(rebuild(), a, b, active, eps, max_iter, tol, total, shifted=absorb, flush=flush,
+                           guard=True, tot_host=tot_host)
+        plan, n_iter = out
     err = marginal_error(plan)
-    # err.sum() is finite iff every entry is (NaN and inf propagate) unless finite errors overflow
-    # the sum, which the exact test then clears: one small op and one sync instead of four ops
-    if (method == "scaling" and wide and not grad and not math.isfinite(float(err.sum()))
-            and not bool(torch.isfinite(err).all())):
+    # The largest error, one op and one host sync for both tests below: it is NaN or inf iff some
+    # error is (max propagates NaN), and below tol iff every error is (err < tol compares in err's
+    # dtype, so tol is rounded the same way; NaN fails both)
+    tol_e = _as_float32(tol) if err.dtype == torch.float32 else tol
+    worst = float(err.max()) if warn or (wide and not grad) else None
+    if method == "scaling" and wide and not grad and not math.isfinite(worst):
         # safety net: the stabilized scaling form broke down; the log domain cannot overflow
         plan, n_iter = _log_domain(shifted(), a, b, active, eps, max_iter, tol, total)
         err, method = marginal_error(plan), "log"
+        worst = float(err.max())
     elif grad and method == "scaling" and wide and not bool((err < tol).all()):
         # autograd path (no absorption): wide range, redo in the log domain if scaling stalled
         plan, n_iter = _log_domain(Cs, a, b, active, eps, max_iter, tol, total)
         err, method = marginal_error(plan), "log"
+        worst = float(err.max())
     converged = err < tol
-    if warn and not bool(converged.all()):
+    if warn and not worst < tol_e:
         warnings.warn(
             f"Sinkhorn stopped after {n_iter} iterations with relative marginal error up to "
-            f"{float(err.max()):.2e} > tol={tol:g} in {int((~converged).sum())}/{B} problems; "
+            f"{worst:.2e} > tol={tol:g} in {int((~converged).sum())}/{B} problems; "
             "raise max_iter or eps",
             SinkhornNotConverged,
             stacklevel=2,
@@ -296,16 +315,23 @@ def _check_due(n: int, last: int, max_iter: int) -> bool:
     return n - last >= interval or n == max_iter
 
 
-def _next_test(n: int, errs: list, prev: tuple | None, tol: float) -> int:
+def _next_test(n: int, errs: list, prev: tuple | None, tol: float, reach: float = 1.2) -> int:
     """Iteration of the next stopping test after a failed test at ``n`` (errors ``errs``).
 
     Sinkhorn's marginal error falls about geometrically, so the rate between the last two tests
-    predicts the iteration where it crosses ``tol``: test a little before it (never more than
-    16 iterations on, the buffers' size, nor more than ``n`` on: early rates mislead; every
-    iteration up to 4; the fixed schedule of
-    ``_check_due`` when the error is not falling). Which iterate stops is unaffected: every
-    iterate is tested; only the number of tests, and of iterations run past the first passing
-    one, change.
+    predicts the iteration where it crosses ``tol``. Its rate slows as it nears ``tol`` (on real
+    tokens at eps 0.02 it falls 0.29 per iteration in log between iterations 16 and 32, 0.10
+    after 37), so a secant through the last two tests predicts the crossing early: test at
+    ``reach`` = 1.2 times the predicted distance (never more than 16 iterations on, the
+    buffers' size, nor more than ``n`` on: early rates mislead; every iteration up to 4; the
+    fixed schedule of ``_check_due`` when the error is not falling). A test costs about one
+    iteration here (~10 small ops against two batched matrix-vector products); 0.9, used
+    before, tested every iteration near the crossing (11 tests instead of 8 on that solve).
+    Which iterate stops is unaffected: every iterate is tested; only the number of tests, and
+    of iterations run past the first passing one, change (and, with 64-byte aligned slots,
+    no plan's bits). The stabilized form absorbs scalings only where a test runs; where
+    kernel entries are flushed (absorptions routine) it passes ``reach`` = 0.9, the spacing
+    absorptions were timed by before, so that its plans stay bitwise the same.
     """
     e1 = errs[-1]
     if n < 4 or prev is None or not (0.0 < e1 < prev[1] < math.inf):
@@ -313,7 +339,7 @@ def _next_test(n: int, errs: list, prev: tuple | None, tol: float) -> int:
     n0, e0 = prev
     rate = math.log(e1 / e0) / (n - n0)  # < 0
     ahead = math.log(tol / e1) / rate  # iterations still needed, predicted
-    return n + max(1, min(_SLOTS - 1, n, int(0.9 * ahead)))
+    return n + max(1, min(_SLOTS - 1, n, int(reach * ahead)))
 
 
 # Slots for the iterates not yet tested: more than the largest gap between two tests (16).
@@ -339,6 +365,15 @@ def _as_float32(x: float) -> float:
         return math.inf
 
 
+def _slots(K: torch.Tensor, B: int, size: int) -> torch.Tensor:
+    """``(_SLOTS, B, 1, size)`` buffer like ``K`` whose slots start 64 bytes apart or a multiple of it."""
+    per = 64 // K.element_size()  # elements per 64 bytes (16 in float32)
+    if B * size % per == 0:  # already aligned end to end: one op instead of three
+        return K.new_empty(_SLOTS, B, 1, size)
+    stride = -(-B * size // per) * per
+    return K.new_empty(_SLOTS, stride)[:, :B * size].view(_SLOTS, B, 1, size)
+
+
 class _Views(dict):
     """``buf[i]`` for slot ``i``, made on first use and kept: a short solve touches a few of
     the ``_SLOTS`` slots, and ``unbind`` made all of them (~1 us each, ~50 us per call)."""
@@ -352,7 +387,8 @@ class _Views(dict):
         return view
 
 
-def _scaling(Cs, a, b, active, eps, max_iter, tol, total, shifted=None, flush=False):
+def _scaling(Cs, a, b, active, eps, max_iter, tol, total, shifted=None, flush=False, guard=True,
+             tot_host=None, uniform=None):
     """Scaling iterations in preallocated buffers; the kernel's storage becomes the plan.
 
     The same iterates, stopping test and float operations as :func:`_scaling_autograd` (plans
@@ -364,6 +400,18 @@ def _scaling(Cs, a, b, active, eps, max_iter, tol, total, shifted=None, flush=Fa
     ``diag(u) K diag(v)`` and the iteration are unchanged in exact arithmetic; kernel entries
     below float32's smallest normal are flushed to zero (with ``flush``, also in the first
     kernel; denormals are ~60x slower here).
+
+    The scalings' divisions are guarded, ``a / max(K v, tiny)``, against a zero or subnormal
+    denominator (padding rows and columns have one at every iteration). With ``guard=False``
+    (no padding) they run unguarded and each stopping test checks the largest pending
+    scalings: ``u_i = a_i / (K v)_i`` reaches ``fl(min(a) / tiny)`` whenever ``(K v)_i < tiny``
+    (division rounds monotonically; a zero gives inf, a NaN fails the check), likewise ``v``;
+    below those bounds the guard was a no-op and every iterate is bitwise the guarded loop's.
+    If a check fails, ``None`` is returned (``Cs`` has been overwritten) and the caller redoes
+    the solve guarded (only seen here with ``method="scaling"`` forced on a range that
+    underflows the kernel). Two of an iteration's six ops fewer, two more per test without
+    absorption (one fewer with it): 1.05-1.07x on the real intra-frame batch at eps 0.02
+    (``docs/benchmarks.md``, "Stop 16").
     """
     B, m, n = Cs.shape
     absorb = shifted is not None
@@ -381,19 +429,35 @@ def _scaling(Cs, a, b, active, eps, max_iter, tol, total, shifted=None, flush=Fa
     KT = K.transpose(1, 2)
     a3, b3 = a.unsqueeze(1), b.unsqueeze(1)  # (B, 1, m), (B, 1, n)
     tot = total.view(1, -1, 1)
+    # With equal totals (uniform marginals) the k pending iterates' batch maxima are divided by the
+    # total on the host (one op fewer per test): float32 quotients via float64, exact since double
+    # rounding is innocuous for division when 53 >= 2 * 24 + 2 bits
+    same_total = tot_host is not None
     # Buffers for the iterates not yet tested: slot (t - 1 - last) holds u_{t-1}, v_{t-1} and
     # K v_{t-1}, whose row error is the stopping test of iteration t (after a v-update the columns
     # are exact); `last` is the iteration of the previous test, so the pending slots are a prefix.
     # (u_0 is never read: iteration 1 is not tested; every other slot is written before it is read)
-    U = K.new_empty(_SLOTS, B, 1, m)
-    V = K.new_empty(_SLOTS, B, 1, n)
-    KV = K.new_empty(_SLOTS, B, 1, m)
+    # Each slot starts on a 64-byte boundary: the batched products' summation order (MKL) depends
+    # on the alignment of their vectors, so with slots packed end to end (B m floats apart) an
+    # iterate's last bits depended on which slot it sat in, i.e. on the test schedule.
+    U, V, KV = _slots(K, B, m), _slots(K, B, n), _slots(K, B, m)
     Us, Vs, KVs = _Views(U), _Views(V), _Views(KV)
     if active is None:  # no padding: every b_j > 0
         Vs[0].fill_(1.0)
     else:
         Vs[0].copy_(b3 > 0)
     tm, tn = K.new_empty(B, 1, m), K.new_empty(B, 1, n)
+    if not guard and uniform is not None:  # bounds of the unguarded check (see above), on the host:
+        # a = fl(1/m), b = fl(1/n) as _marginal fills them; float32 quotients via float64 are exact
+        m_, n_ = uniform
+        if K.dtype == torch.float32:
+            bound_u = _as_float32(_as_float32(1.0 / m_) / tiny)
+            bound_v = _as_float32(_as_float32(1.0 / n_) / tiny)
+        else:
+            bound_u, bound_v = (1.0 / m_) / tiny, (1.0 / n_) / tiny
+    elif not guard:  # fl(min(a) / tiny), fl(min(b) / tiny)
+        bound_u, bound_v = (torch.stack((a.amin(), b.amin())) / tiny).tolist()
+    check = absorb or not guard  # per-slot largest scalings needed at each test
     f = g = None  # dual potentials in units of eps (log-scalings absorbed so far)
 
     # Without flushed entries (every kernel entry normal) the scalings need only stay clear of
@@ -401,6 +465,9 @@ def _scaling(Cs, a, b, active, eps, max_iter, tol, total, shifted=None, flush=Fa
     absorb_above = _ABSORB_ABOVE if flush else _OVERFLOW_GUARD
     # tensor < tol compares in K's dtype: round tol the same way
     tol_k = _as_float32(tol) if K.dtype == torch.float32 else tol
+    # test spacing (see _next_test): where kernel entries are flushed, absorptions are routine and
+    # happen where tests run, so the spacing they had before issue 12's last pass is kept there
+    reach = 0.9 if absorb and flush else 1.2
     last, n_iter, final, due, prev_err = 0, max_iter, None, 2, None
     for it in range(1, max_iter + 1):
         s = it - 1 - last
@@ -411,17 +478,28 @@ def _scaling(Cs, a, b, active, eps, max_iter, tol, total, shifted=None, flush=Fa
             # arithmetic: max(err) < tol iff all err < tol, NaN fails both); the iterations run past
             # it are discarded. The next test is planned from the observed rate of decrease.
             k0 = 1 if last == 0 else 0  # iteration 1 is never tested (u_0 = 0)
-            errs = ((U[k0:s + 1] * KV[k0:s + 1] - a3).abs().sum(-1) / tot).amax(dim=(1, 2))
+            errs = (U[k0:s + 1] * KV[k0:s + 1] - a3).abs().sum(-1)
+            errs = (errs if same_total else errs / tot).amax(dim=(1, 2))
             u, v = Us[s], Vs[s]
-            if absorb:  # the largest scaling, for the absorption test below, in the same host sync
-                errs = torch.cat((errs, torch.maximum(u.amax(), v.amax()).view(1)))
-            errs = errs.tolist()
-            top = errs.pop() if absorb else 0.0
+            k = s + 1 - k0
+            if check:  # each pending iterate's largest u and v, in the same host sync
+                top_u, top_v = U[k0:s + 1].amax(dim=(1, 2, 3)), V[k0:s + 1].amax(dim=(1, 2, 3))
+                errs = torch.cat((errs, top_u, top_v)).tolist()
+                top_u, top_v, errs = errs[k:2 * k], errs[2 * k:], errs[:k]
+                if not guard and not (all(x < bound_u for x in top_u) and all(x < bound_v for x in top_v)):
+                    return None  # a guard would have acted (or a NaN): the caller redoes it guarded
+                # as torch.maximum(u.amax(), v.amax()): NaN if either is
+                tu, tv = top_u[-1], top_v[-1]
+                top = math.nan if math.isnan(tu) or math.isnan(tv) else max(tu, tv)
+            else:
+                errs = errs.tolist()
+            if same_total and tot_host != 1.0:  # fl(max(x) / t) = max(fl(x / t)): division is monotone
+                errs = [e / tot_host if K.dtype == torch.float64 else _as_float32(e / tot_host) for e in errs]
             t = next((last + k0 + i + 1 for i, e in enumerate(errs) if e < tol_k), None)
             if t is not None:
                 n_iter, final = t - 1, t - 1 - last
                 break
-            due = _next_test(it, errs, prev_err, tol)
+            due = _next_test(it, errs, prev_err, tol, reach)
             prev_err = (it, errs[-1])
             # absorption is tested where the stopping test runs (every iteration up to 8, then
             # sparser): every iterate made with the old kernel has been tested by then
@@ -440,12 +518,19 @@ def _scaling(Cs, a, b, active, eps, max_iter, tol, total, shifted=None, flush=Fa
             last, s1 = it, 0
         else:
             s1 = s + 1
-        # zero marginals give zero scalings: 0 / (a positive, finite denominator) = 0
-        torch.div(a3, torch.clamp_min(KVs[s], tiny, out=tm), out=Us[s1])
-        torch.div(b3, torch.bmm(Us[s1], K, out=tn).clamp_min_(tiny), out=Vs[s1])
+        if guard:  # zero marginals give zero scalings: 0 / (a positive, finite denominator) = 0
+            torch.div(a3, torch.clamp_min(KVs[s], tiny, out=tm), out=Us[s1])
+            torch.div(b3, torch.bmm(Us[s1], K, out=tn).clamp_min_(tiny), out=Vs[s1])
+        else:
+            torch.div(a3, KVs[s], out=Us[s1])
+            torch.div(b3, torch.bmm(Us[s1], K, out=tn), out=Vs[s1])
     if final is None:
         final = max_iter - last
     u, v = Us[final], Vs[final]
+    if final == 0 and not guard:  # no test passed: the last update (slot 0) is not checked yet
+        tu, tv = torch.stack((u.amax(), v.amax())).tolist()
+        if not (tu < bound_u and tv < bound_v):
+            return None
     return K.mul_(u.transpose(1, 2)).mul_(v), max(n_iter, 1)
 
 
