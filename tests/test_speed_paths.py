@@ -58,6 +58,27 @@ def test_aot_in_place_path_equals_autograd_path(name, clip_length):
     torch.testing.assert_close(plain.tokens, graph.tokens.detach(), rtol=1e-6, atol=1e-6)
 
 
+
+@pytest.mark.parametrize("retention,clip_length", [(0.1, 4), (0.05, 3), (0.5, 4), (0.02, 2)])
+def test_aot_rows_come_in_raster_order_so_assemble_may_skip_its_check(retention, clip_length):
+    """AOT passes ``ordered=True`` to ``assemble`` (no order check, no sort): its kept slots must
+    then already be in strictly increasing source order, and the result must equal the one
+    ``assemble`` builds when it checks and sorts (also where anchors per frame are adjusted)."""
+    from anchor_ot.methods.base import assemble
+
+    video = structured_video(F=10)
+    red = methods.get("aot", retention=retention, clip_length=clip_length)(video)
+    assert bool((red.source_index[1:] > red.source_index[:-1]).all())
+    # shuffled rows through the checking path give the same video back
+    perm = torch.randperm(red.tokens.shape[0], generator=torch.Generator().manual_seed(0))
+    inv = torch.empty_like(perm)
+    inv[perm] = torch.arange(perm.numel())
+    again = assemble(red.tokens[perm], red.source_index[perm], inv[red.assignment], 10, video.grid)
+    assert torch.equal(again.tokens, red.tokens)
+    assert torch.equal(again.source_index, red.source_index)
+    assert torch.equal(again.assignment, red.assignment)
+    assert torch.equal(again.mass, red.mass)
+
 def textbook_sinkhorn(C, eps, iters):
     """Plain scaling iterations on the min-shifted cost (uniform marginals), a fixed count."""
     B, m, n = C.shape
