@@ -160,9 +160,7 @@ def _frames_bmm(A: torch.Tensor, X: torch.Tensor, transpose: bool = False, out: 
             res = torch.bmm(A, X.transpose(1, 2) if transpose else X)
             return (res, X.norm(dim=-1)) if with_norms else res
         return out.baddbmm_(A, X, alpha=alpha)
-    # Measured here (1 thread, F=32, N=196, d=3584, fp16): 14 MiB chunks converted into fresh
-    # tensors took ~2.5x as long as 1-frame chunks into one reused buffer (page faults, cache misses).
-    step = max(1, min(F, (torch.get_num_threads() << 20) // max(1, N * d)))
+    step = _chunk_frames(F, N, d)
     buf = torch.empty(min(step, F), N, d, dtype=A.dtype, device=A.device)
     if out is None:
         out = torch.empty(F, A.shape[1], N if transpose else d, dtype=A.dtype, device=A.device)
@@ -176,6 +174,40 @@ def _frames_bmm(A: torch.Tensor, X: torch.Tensor, transpose: bool = False, out: 
     for f in range(0, F, step):
         out[f:f + step].baddbmm_(A[f:f + step], buf[:min(step, F - f)].copy_(X[f:f + step]), alpha=alpha)
     return out
+
+
+def _chunk_frames(F: int, N: int, d: int) -> int:
+    """Frames per conversion chunk of half-precision tokens: ~4 MiB of fp32 per thread."""
+    # Measured here (1 thread, F=32, N=196, d=3584, fp16): 14 MiB chunks converted into fresh
+    # tensors took ~2.5x as long as 1-frame chunks into one reused buffer (page faults, cache misses).
+    return max(1, min(F, (torch.get_num_threads() << 20) // max(1, N * d)))
+
+
+def _half_anchor_cos(X: torch.Tensor, anchor_idx: torch.Tensor, work: torch.dtype):
+    """Anchors, anchors x tokens products and token norms of fp16/bf16 tokens, in ``work``.
+
+    Same chunks, buffer and products as :func:`_frames_bmm` with ``with_norms``; the anchors
+    (F, M, d) are gathered from each converted chunk while it is in cache, instead of gathered
+    at half width from memory and converted in a second pass (the values are the same: the
+    conversion to ``work`` is exact). Returns (anchors, products (F, M, N), norms (F, N)).
+    """
+    F, N, d = X.shape
+    M = anchor_idx.shape[1]
+    dev = X.device
+    step = _chunk_frames(F, N, d)
+    buf = torch.empty(min(step, F), N, d, dtype=work, device=dev)
+    Xa = torch.empty(F, M, d, dtype=work, device=dev)
+    out = torch.empty(F, M, N, dtype=work, device=dev)
+    norms = torch.empty(F, N, dtype=work, device=dev)
+    # row of every anchor inside its chunk of the buffer (chunks start at multiples of step)
+    local = ((torch.arange(F, device=dev) % step)[:, None] * N + anchor_idx).reshape(-1)
+    for f in range(0, F, step):  # chunks of frames (blocking), not a loop over tokens
+        n = min(step, F - f)
+        xc = buf[:n].copy_(X[f:f + n])
+        torch.index_select(xc.view(n * N, d), 0, local[f * M:(f + n) * M], out=Xa[f:f + n].view(n * M, d))
+        torch.linalg.vector_norm(xc, dim=-1, out=norms[f:f + n])
+        torch.bmm(Xa[f:f + n], xc.transpose(1, 2), out=out[f:f + n])
+    return Xa, out, norms
 
 
 def _nearest_anchor(cos: torch.Tensor, valid_a: torch.Tensor, is_anchor: torch.Tensor) -> torch.Tensor:
@@ -375,9 +407,12 @@ class AOT(Reducer):
 
         # similarities anchors x all tokens: one bmm (the compute floor)
         flat_anchor = (torch.arange(F, device=dev)[:, None] * N + anchor_idx).reshape(-1)
-        # row copy by index_select on the flat view: faster than 2-D advanced indexing or gather
-        Xa = X.reshape(F * N, d).index_select(0, flat_anchor).reshape(F, Mmax, d).to(work)
-        cos, norms = _frames_bmm(Xa, X, transpose=True, with_norms=True)  # and the token norms (F, N)
+        if X.dtype == work:
+            # row copy by index_select on the flat view: faster than 2-D advanced indexing or gather
+            Xa = X.reshape(F * N, d).index_select(0, flat_anchor).reshape(F, Mmax, d)
+            cos, norms = _frames_bmm(Xa, X, transpose=True, with_norms=True)  # and the token norms (F, N)
+        else:  # fp16/bf16 tokens: anchors taken from the converted chunks (no half gather + convert pass)
+            Xa, cos, norms = _half_anchor_cos(X, anchor_idx, work)
         norms = norms.clamp_min(1e-12)
         cos.div_(norms.gather(1, anchor_idx)[..., None] * norms[:, None, :])
 
