@@ -16,7 +16,7 @@ import torch
 from anchor_ot import methods
 from anchor_ot.adapters import llava_onevision
 from anchor_ot.adapters.base import ScoreHooks, received_attention
-from anchor_ot.methods.aot import _clip_runs
+from anchor_ot.methods.aot import _clip_runs, _frames_bmm, _half_anchor_cos
 from anchor_ot.ot import cosine_cost, sinkhorn
 from anchor_ot.types import VideoTokens
 
@@ -57,6 +57,47 @@ def test_aot_in_place_path_equals_autograd_path(name, clip_length):
     assert torch.equal(plain.assignment, graph.assignment)
     torch.testing.assert_close(plain.tokens, graph.tokens.detach(), rtol=1e-6, atol=1e-6)
 
+
+
+@pytest.mark.parametrize("retention,clip_length", [(0.1, 4), (0.05, 3), (0.5, 4), (0.02, 2)])
+def test_aot_rows_come_in_raster_order_so_assemble_may_skip_its_check(retention, clip_length):
+    """AOT passes ``ordered=True`` to ``assemble`` (no order check, no sort): its kept slots must
+    then already be in strictly increasing source order, and the result must equal the one
+    ``assemble`` builds when it checks and sorts (also where anchors per frame are adjusted)."""
+    from anchor_ot.methods.base import assemble
+
+    video = structured_video(F=10)
+    red = methods.get("aot", retention=retention, clip_length=clip_length)(video)
+    assert bool((red.source_index[1:] > red.source_index[:-1]).all())
+    # shuffled rows through the checking path give the same video back
+    perm = torch.randperm(red.tokens.shape[0], generator=torch.Generator().manual_seed(0))
+    inv = torch.empty_like(perm)
+    inv[perm] = torch.arange(perm.numel())
+    again = assemble(red.tokens[perm], red.source_index[perm], inv[red.assignment], 10, video.grid)
+    assert torch.equal(again.tokens, red.tokens)
+    assert torch.equal(again.source_index, red.source_index)
+    assert torch.equal(again.assignment, red.assignment)
+    assert torch.equal(again.mass, red.mass)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_anchor_gather_from_converted_chunks_equals_gather_then_convert(dtype):
+    """fp16/bf16 tokens: AOT gathers its anchors from each frame chunk after the chunk's conversion
+    to fp32 (in cache). It must give exactly the anchors, products and norms of the plain form
+    (gather at half width, convert, then the chunked products); 7 frames of 64 x 6000 make chunks
+    of 2 (1 thread) or 5 (2 threads) frames, the last one partial."""
+    g = torch.Generator().manual_seed(3)
+    X = torch.randn(7, 64, 6000, generator=g).to(dtype)
+    idx = torch.sort(torch.rand(7, 64, generator=g).argsort(1)[:, :9], 1).values
+    flat = (torch.arange(7)[:, None] * 64 + idx).reshape(-1)
+    Xa_ref = X.reshape(-1, 6000).index_select(0, flat).reshape(7, 9, 6000).to(torch.float32)
+    cos_ref, norms_ref = _frames_bmm(Xa_ref, X, transpose=True, with_norms=True)
+    Xa, cos, norms = _half_anchor_cos(X, idx, torch.float32)
+    assert torch.equal(Xa, Xa_ref)
+    assert torch.equal(cos, cos_ref)
+    assert torch.equal(norms, norms_ref)
+    # and the products are the textbook ones (fp64 oracle)
+    torch.testing.assert_close(cos.double(), Xa_ref.double() @ X.double().transpose(1, 2), rtol=1e-5, atol=1e-3)
 
 def textbook_sinkhorn(C, eps, iters):
     """Plain scaling iterations on the min-shifted cost (uniform marginals), a fixed count."""

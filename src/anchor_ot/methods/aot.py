@@ -160,9 +160,7 @@ def _frames_bmm(A: torch.Tensor, X: torch.Tensor, transpose: bool = False, out: 
             res = torch.bmm(A, X.transpose(1, 2) if transpose else X)
             return (res, X.norm(dim=-1)) if with_norms else res
         return out.baddbmm_(A, X, alpha=alpha)
-    # Measured here (1 thread, F=32, N=196, d=3584, fp16): 14 MiB chunks converted into fresh
-    # tensors took ~2.5x as long as 1-frame chunks into one reused buffer (page faults, cache misses).
-    step = max(1, min(F, (torch.get_num_threads() << 20) // max(1, N * d)))
+    step = _chunk_frames(F, N, d)
     buf = torch.empty(min(step, F), N, d, dtype=A.dtype, device=A.device)
     if out is None:
         out = torch.empty(F, A.shape[1], N if transpose else d, dtype=A.dtype, device=A.device)
@@ -176,6 +174,40 @@ def _frames_bmm(A: torch.Tensor, X: torch.Tensor, transpose: bool = False, out: 
     for f in range(0, F, step):
         out[f:f + step].baddbmm_(A[f:f + step], buf[:min(step, F - f)].copy_(X[f:f + step]), alpha=alpha)
     return out
+
+
+def _chunk_frames(F: int, N: int, d: int) -> int:
+    """Frames per conversion chunk of half-precision tokens: ~4 MiB of fp32 per thread."""
+    # Measured here (1 thread, F=32, N=196, d=3584, fp16): 14 MiB chunks converted into fresh
+    # tensors took ~2.5x as long as 1-frame chunks into one reused buffer (page faults, cache misses).
+    return max(1, min(F, (torch.get_num_threads() << 20) // max(1, N * d)))
+
+
+def _half_anchor_cos(X: torch.Tensor, anchor_idx: torch.Tensor, work: torch.dtype):
+    """Anchors, anchors x tokens products and token norms of fp16/bf16 tokens, in ``work``.
+
+    Same chunks, buffer and products as :func:`_frames_bmm` with ``with_norms``; the anchors
+    (F, M, d) are gathered from each converted chunk while it is in cache, instead of gathered
+    at half width from memory and converted in a second pass (the values are the same: the
+    conversion to ``work`` is exact). Returns (anchors, products (F, M, N), norms (F, N)).
+    """
+    F, N, d = X.shape
+    M = anchor_idx.shape[1]
+    dev = X.device
+    step = _chunk_frames(F, N, d)
+    buf = torch.empty(min(step, F), N, d, dtype=work, device=dev)
+    Xa = torch.empty(F, M, d, dtype=work, device=dev)
+    out = torch.empty(F, M, N, dtype=work, device=dev)
+    norms = torch.empty(F, N, dtype=work, device=dev)
+    # row of every anchor inside its chunk of the buffer (chunks start at multiples of step)
+    local = ((torch.arange(F, device=dev) % step)[:, None] * N + anchor_idx).reshape(-1)
+    for f in range(0, F, step):  # chunks of frames (blocking), not a loop over tokens
+        n = min(step, F - f)
+        xc = buf[:n].copy_(X[f:f + n])
+        torch.index_select(xc.view(n * N, d), 0, local[f * M:(f + n) * M], out=Xa[f:f + n].view(n * M, d))
+        torch.linalg.vector_norm(xc, dim=-1, out=norms[f:f + n])
+        torch.bmm(Xa[f:f + n], xc.transpose(1, 2), out=out[f:f + n])
+    return Xa, out, norms
 
 
 def _nearest_anchor(cos: torch.Tensor, valid_a: torch.Tensor, is_anchor: torch.Tensor) -> torch.Tensor:
@@ -367,49 +399,52 @@ class AOT(Reducer):
         # the anchor flag, without a sort)
         ar = torch.arange(N, device=dev).expand(F, N)
         n_anchors_to = is_anchor.long().cumsum(1)  # anchors at or before each position
-        pos = torch.where(is_anchor, n_anchors_to - 1, M_f[:, None] + ar - n_anchors_to)
+        anchor_rank = n_anchors_to - 1  # at an anchor: its rank among its frame's anchors = its slot
+        pos = torch.where(is_anchor, anchor_rank, M_f[:, None] + ar - n_anchors_to)
         order = torch.empty_like(pos).scatter_(1, pos, ar)
         anchor_idx = order[:, :Mmax]  # (F, Mmax)
         valid_a = torch.arange(Mmax, device=dev)[None] < M_f[:, None]
 
         # similarities anchors x all tokens: one bmm (the compute floor)
         flat_anchor = (torch.arange(F, device=dev)[:, None] * N + anchor_idx).reshape(-1)
-        # row copy by index_select on the flat view: faster than 2-D advanced indexing or gather
-        Xa = X.reshape(F * N, d).index_select(0, flat_anchor).reshape(F, Mmax, d).to(work)
-        cos, norms = _frames_bmm(Xa, X, transpose=True, with_norms=True)  # and the token norms (F, N)
+        if X.dtype == work:
+            # row copy by index_select on the flat view: faster than 2-D advanced indexing or gather
+            Xa = X.reshape(F * N, d).index_select(0, flat_anchor).reshape(F, Mmax, d)
+            cos, norms = _frames_bmm(Xa, X, transpose=True, with_norms=True)  # and the token norms (F, N)
+        else:  # fp16/bf16 tokens: anchors taken from the converted chunks (no half gather + convert pass)
+            Xa, cos, norms = _half_anchor_cos(X, anchor_idx, work)
         norms = norms.clamp_min(1e-12)
         cos.div_(norms.gather(1, anchor_idx)[..., None] * norms[:, None, :])
-        # slot of every input token in its frame's anchor list: anchors own theirs
-        slot = torch.full((F, N), -1, dtype=torch.long, device=dev)
-        slot.scatter_(1, anchor_idx, torch.arange(Mmax, device=dev).expand(F, Mmax).masked_fill(~valid_a, -1))
-        # anchors padded beyond M_f share index order[:, j] with a real unselected token; restore
-        slot = torch.where(is_anchor, slot, torch.full_like(slot, -1))
 
         # 2. intra-frame OT (eq. 9-12) -------------------------------------------
         A = Xa  # a fresh tensor (advanced indexing copies), safe to update in place
-        A_mass = valid_a.to(work)  # running mass of each anchor (input tokens it stands for)
         if self.intra and min(per_frame) < N:  # some frame has unselected tokens; whole frames inside
             A, A_mass, assign_u, it_info = self._intra(X, Xa, cos, is_anchor, valid_a, M_f, per_frame, work)
             info.update(it_info)
         else:
             assign_u = _nearest_anchor(cos, valid_a, is_anchor)
-            A_mass = A_mass + torch.zeros_like(A_mass).scatter_add_(
+            # running mass of each anchor (input tokens it stands for)
+            A_mass = valid_a.to(work) + torch.zeros(F, Mmax, dtype=work, device=dev).scatter_add_(
                 1, assign_u, (~is_anchor).to(work))
-        slot = torch.where(is_anchor, slot, assign_u)
+        # slot of every input token in its frame's anchor list: anchors own theirs (anchors come first in
+        # `order`, in raster order, so an anchor's slot is its rank among its frame's anchors)
+        slot = torch.where(is_anchor, anchor_rank, assign_u)
 
         # 3. inter-frame OT (eq. 13-16) ------------------------------------------
         out_of_slot, keep_slot, A = self._inter(A, A_mass, valid_a, clips, per_frame, keep_later, info, work)
 
         # 4. output ----------------------------------------------------------------
         flat_slot = (torch.arange(F, device=dev)[:, None] * Mmax + slot).reshape(-1)
-        src_all = (torch.arange(F, device=dev)[:, None] * N + anchor_idx).reshape(-1)
+        src_all = flat_anchor  # flat input position of every anchor slot
         keep_flat = keep_slot.reshape(-1)
         out_rows = torch.nonzero(keep_flat).squeeze(1)
         row_of_slot = torch.full((F * Mmax,), -1, dtype=torch.long, device=dev)
         row_of_slot[out_rows] = torch.arange(out_rows.numel(), device=dev)
         assignment = row_of_slot[out_of_slot.reshape(-1)][flat_slot]
         tokens = A.reshape(F * Mmax, d).index_select(0, out_rows).to(X_in.dtype)
-        return assemble(tokens, src_all[out_rows], assignment, F, video.grid, info)
+        # kept slots in slot order are in temporal-raster order (frames in order, a frame's anchors in raster
+        # order): assemble need not check or sort
+        return assemble(tokens, src_all[out_rows], assignment, F, video.grid, info, ordered=True)
 
     # -- stages -------------------------------------------------------------------
     def _scores(self, video: VideoTokens, work) -> tuple[torch.Tensor, torch.Tensor, str]:
@@ -466,8 +501,10 @@ class AOT(Reducer):
         F, N, d = X.shape
         U_f = N - M_f
         cost = 1.0 - cos  # (F, Mmax, N); anchor columns get zero marginal
-        a = valid_a.to(work) / M_f[:, None].to(work)
-        b = (~is_anchor).to(work) / U_f.clamp_min(1)[:, None].to(work)
+        a_mass = valid_a.to(work)  # one unit of mass per anchor
+        unit = (~is_anchor).to(work)  # one unit of mass per unselected token
+        a = a_mass / M_f[:, None].to(work)
+        b = unit / U_f.clamp_min(1)[:, None].to(work)
         empty = U_f == 0
         any_empty = max(per_frame) == N  # known on the host: no sync
         if any_empty:  # frames kept whole: give them a dummy target, zeroed below
@@ -487,9 +524,8 @@ class AOT(Reducer):
         else:
             T = None
             assign = _nearest_anchor(cos, valid_a, is_anchor)
-        unit = (~is_anchor).to(work)  # one unit of mass per unselected token
         # mass: anchors count themselves, plus the unselected tokens assigned to them (integer-valued sums)
-        mass = valid_a.to(work) + torch.zeros_like(valid_a, dtype=work).scatter_add_(1, assign, unit)
+        mass = a_mass + torch.zeros_like(a_mass).scatter_add_(1, assign, unit)
         if agg == "none":
             return Xa, mass, assign, info
         if agg == "ot":
@@ -527,6 +563,7 @@ class AOT(Reducer):
         first_of_later = torch.tensor(firsts_l, dtype=torch.long, device=dev)
         keep = valid_a.clone()  # first frames keep their anchors; later frames' rows are set below
         va_s, va_a = valid_a[later], valid_a[first_of_later]
+        full = min(per_frame) == Mmax  # every anchor slot is a real anchor: the masks below are all True
         norm = A.norm(dim=-1).clamp_min(1e-12)  # (F, Mmax)
         # Runs of consecutive clips of equal length (uniform clips: at most two runs) are strided
         # views of A, (clips, length, Mmax, d): no copy of the later frames or of their clip anchors.
@@ -538,7 +575,8 @@ class AOT(Reducer):
                  for s0, nr, ln in runs]
         cos = parts[0] if len(parts) == 1 else torch.cat(parts)  # (L, Ms, Ma)
         cos = cos.div_(norm[later][..., None] * norm[first_of_later][:, None, :])
-        cos = cos.masked_fill(~va_a[:, None, :], -2.0)
+        if not full:
+            cos = cos.masked_fill(~va_a[:, None, :], -2.0)
         if self.inter_ranking == "plan" or self.aggregation in ("ot", "ot-mass", "hard"):
             a = va_s.to(work) / va_s.sum(1, keepdim=True).to(work)
             b = va_a.to(work) / va_a.sum(1, keepdim=True).to(work)
@@ -549,14 +587,15 @@ class AOT(Reducer):
         else:
             p = None
         change = p.amax(-1) if self.inter_ranking == "plan" else cos.amax(-1)  # q_i (eq. 15) or max cos
-        change = change.masked_fill(~va_s, float("inf"))
+        if not full:
+            change = change.masked_fill(~va_s, float("inf"))
         # keep the keep_later lowest over the whole video (stable: ties -> earlier frame, raster)
         flat = torch.argsort(change.reshape(-1), stable=True)[:keep_later]
         kept_later = torch.zeros(later.numel() * Mmax, dtype=torch.bool, device=dev)
         kept_later[flat] = True
         kept_later = kept_later.reshape(later.numel(), Mmax)
         keep[later] = kept_later
-        stable = va_s & ~kept_later  # tokens merged into the clip anchors
+        stable = ~kept_later if full else va_s & ~kept_later  # tokens merged into the clip anchors
         # anchor each stable token joins: plan argmax, or nearest by cosine for cosine/none merging
         target = (cos if p is None or self.aggregation in ("cosine", "none") else p).argmax(-1)
         owner = own.clone()
@@ -564,11 +603,10 @@ class AOT(Reducer):
 
         agg = self.aggregation
         if agg != "none":
-            s_mass = A_mass[later]
             if agg in ("ot", "ot-mass"):
                 Wt, base = p, None  # eq. 16
             elif agg == "hard":
-                Wt = torch.zeros_like(cos).scatter_(2, target[..., None], 1.0) * s_mass[..., None]
+                Wt = torch.zeros_like(cos).scatter_(2, target[..., None], 1.0) * A_mass[later][..., None]
                 base = A_mass
             else:
                 Wt = cos.clamp_min(0)
