@@ -110,11 +110,14 @@ def encode(model, inputs: dict, *, scores: str, local_layer: int | None, global_
 def encoder_output(model, encoded, reduced) -> BaseModelOutputWithPooling:
     """Reduced features in the form ``LlavaOnevisionModel.forward`` reads from ``mm_encoder_outputs``.
 
-    The model flattens ``pooler_output`` over its first two axes, so all videos go in one
-    (1, sum(K_v + 1), d) tensor.
+    ``pooler_output`` is (V, K + 1, d), one item per video as ``get_video_features`` returns it
+    (every video of a batch has the same frame count, so the same K). The model flattens it over
+    its first two axes; ``generate`` (beam search, ``num_return_sequences``) repeats it per item
+    to follow the repeated prompt rows, which needs one item per video: a single
+    (1, sum(K + 1), d) item would be repeated as a group and give rows the wrong video.
     """
     rows = [torch.cat([r.tokens, e.extra.to(r.tokens.dtype)], dim=0) for e, r in zip(encoded, reduced)]
-    return BaseModelOutputWithPooling(pooler_output=torch.cat(rows, dim=0)[None])
+    return BaseModelOutputWithPooling(pooler_output=torch.stack(rows, dim=0))
 
 
 def position_ids(model, inputs, mask, keep, new_mask, source, kwargs):
