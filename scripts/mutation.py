@@ -81,9 +81,9 @@ MODULES: dict[str, list[str]] = {
     "methods/evs": _PEER_TESTS_BC,
     "methods/vidcom2": _PEER_TESTS_BC,
     "metrics": ["tests/test_metrics.py", "tests/test_metrics_values.py"],
-    "adapters/base": ["tests/test_adapters.py"],
-    "adapters/qwen_vl": ["tests/test_adapters.py"],
-    "adapters/llava_onevision": ["tests/test_adapters.py"],
+    "adapters/base": ["tests/test_adapters.py", "tests/test_adapters_values.py"],
+    "adapters/qwen_vl": ["tests/test_adapters.py", "tests/test_adapters_values.py"],
+    "adapters/llava_onevision": ["tests/test_adapters.py", "tests/test_adapters_values.py"],
 }
 
 _CLEAR_CACHES = """

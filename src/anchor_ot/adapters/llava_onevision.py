@@ -36,7 +36,17 @@ def _layers(model):
 
 
 def _siglip_received(module, args, kwargs) -> torch.Tensor:
-    """Received attention of one SigLIP attention module, (frames, tokens)."""
+    """Received attention of one SigLIP attention module, (frames, tokens) float32.
+
+    Called by :class:`ScoreHooks` after the module ran on ``hidden_states`` (frames, L, D), by
+    keyword or as the first positional argument. Uses the layer's own q and k projections when
+    the hooks captured them for this input (``module._anchor_ot_projections``, shapes checked);
+    otherwise (a transformers version that does not call ``q_proj``/``k_proj`` as modules, or a
+    capture of another input) projects them again, ``max(1, 2**25 // (H * L**2))`` frames at a
+    time, so no second full (frames, L, D) copy of q and k is made. Either way the result is
+    :func:`received_attention` of the frames: the mean over heads and queries of the softmax
+    attention each token receives.
+    """
     x = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
     n, length, _ = x.shape
     shape = (n, length, module.num_heads, module.head_dim)
