@@ -225,7 +225,8 @@ def test_llava_scores_through_the_fallback_match_eager_attention(monkeypatch):
     attention weights averaged over heads and queries, to 1e-5.
 
     Bugs caught: every bug of the fallback path on the real model's call (kwargs form, 4 frames, the
-    hook's bookkeeping), and a fallback that silently falls back on stale or missing captures."""
+    hook's bookkeeping), a fallback that silently falls back on stale or missing captures, and an
+    explicit ``global_layer`` replaced by the default."""
     from anchor_ot.adapters import llava_onevision as lo
     from anchor_ot.adapters.base import ScoreHooks
 
@@ -243,17 +244,17 @@ def test_llava_scores_through_the_fallback_match_eager_attention(monkeypatch):
     monkeypatch.setattr(ScoreHooks, "result", keep_raw)
     calls = {"local": [], "global": []}
     handles = [layers[i].self_attn.q_proj.register_forward_hook(lambda m, a, o, n=n: calls[n].append(a[0].shape[0]))
-               for n, i in (("local", 0), ("global", 1))]
-    try:
-        prepared = anchor_ot.adapters.prepare(model, inputs, KeepTopScores(retention=0.5), local_layer=0,
-                                              global_layer=-2)
+               for n, i in (("local", 1), ("global", 0))]
+    try:  # both layers away from the defaults (local 5 clipped to 2, global -2 = 1)
+        prepared = anchor_ot.adapters.prepare(model, inputs, KeepTopScores(retention=0.5), local_layer=1,
+                                              global_layer=0)
     finally:
         for h in handles:
             h.remove()
     # the layer's own projection of all 8 frames, then the fallback's (one chunk: 8 frames fit the bound)
     assert calls == {"local": [8, 8], "global": [8, 8]}
     pixels = inputs["pixel_values_videos"].flatten(0, 1)
-    want = _eager_tower_scores(model, pixels, {"local": 0, "global": 1})
+    want = _eager_tower_scores(model, pixels, {"local": 1, "global": 0})
     for name in ("local", "global"):
         torch.testing.assert_close(raw[name], want[name], atol=1e-5, rtol=0)
         # and what reaches the reducer is the pooled form of exactly these
@@ -460,3 +461,77 @@ def test_error_messages_name_what_was_passed():
         anchor_ot.generate(model, inputs, lambda v: v)
     with pytest.raises(TypeError, match="got list"):
         anchor_ot.generate(model, [inputs], KeepTopScores(retention=0.5))
+
+
+def test_llava_encode_forwards_feature_options_converts_pixels_and_times_scores(monkeypatch):
+    """``vision_feature_layer`` / ``vision_feature_select_strategy`` in the inputs reach the model's
+    ``get_video_features`` (tokens equal the model's own features of that layer); fp32 pixels are cast
+    to a bf16 tower's dtype; ``score_seconds`` records the hooks' time (0 without scores).
+
+    Bugs caught: dropping or misspelling the forwarded options, feeding fp32 pixels to a bf16 tower
+    (dtype error), and losing the timing."""
+    model = llava_model()
+    inputs = llava_inputs(model, 1)
+    base = model.model
+    seen = []
+    real = base.get_video_features
+
+    def spy(*args, **kwargs):
+        seen.append(dict(kwargs))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(base, "get_video_features", spy)
+    opts = dict(vision_feature_layer=-2, vision_feature_select_strategy="full")
+    prepared = anchor_ot.adapters.prepare(model, dict(inputs, **opts), KeepTopScores(retention=0.5))
+    assert {k: seen[0].get(k) for k in opts} == opts
+    with torch.no_grad():
+        own = real(pixel_values_videos=inputs["pixel_values_videos"], **opts).pooler_output
+        last = real(pixel_values_videos=inputs["pixel_values_videos"]).pooler_output
+    tokens = prepared.encoded[0].video.tokens
+    torch.testing.assert_close(tokens.reshape(-1, tokens.shape[-1]), own[0, :-1], atol=0, rtol=0)
+    assert not torch.allclose(own, last)  # the layer matters
+    assert prepared.encoded[0].score_seconds > 0
+    monkeypatch.undo()
+
+    half = llava_model().to(torch.bfloat16)
+    prepared = anchor_ot.adapters.prepare(half, inputs, KeepTopScores(retention=0.5))
+    with torch.no_grad():
+        own = half.model.get_video_features(
+            pixel_values_videos=inputs["pixel_values_videos"].to(torch.bfloat16)).pooler_output
+    tokens = prepared.encoded[0].video.tokens
+    assert tokens.dtype == torch.bfloat16
+    torch.testing.assert_close(tokens.reshape(-1, tokens.shape[-1]), own[0, :-1], atol=0, rtol=0)
+
+
+def test_llava_errors_and_timing_without_scores():
+    """Bugs caught: a pixel-shape error that loses its message or names the wrong shape; scores='none'
+    still reading score dicts (KeyError) or reporting hook time."""
+    model = llava_model()
+    inputs = llava_inputs(model, 1)
+    four_d = dict(inputs, pixel_values_videos=inputs["pixel_values_videos"][0])
+    with pytest.raises(ValueError, match=r"\(batch, frames, channels, height, width\), got \(4, 3, 84, 84\)$"):
+        anchor_ot.adapters.prepare(model, four_d, KeepTopScores(retention=0.5))
+    prepared = anchor_ot.adapters.prepare(model, inputs, KeepEveryKth(retention=0.5), scores="none")
+    video = prepared.encoded[0].video
+    assert video.global_scores is None and video.local_scores is None
+    assert prepared.encoded[0].score_seconds == 0.0
+
+
+@pytest.mark.parametrize("build,make_inputs", [(llava_model, llava_inputs), (qwen25_model, qwen_inputs)],
+                         ids=["llava_onevision", "qwen2_5_vl"])
+def test_encode_with_return_dict_off_in_the_config(build, make_inputs):
+    """A model whose config has ``return_dict=False`` returns tuples unless asked: the adapters ask for
+    a ModelOutput, so the encoded tokens are the same as with the default config.
+
+    Bug caught: relying on the config's default (``return_dict`` dropped or ``None``), which makes
+    ``get_video_features`` return a tuple and the adapter fail on ``.pooler_output``. Not Qwen3-VL: in
+    transformers 5.24 its own ``generate`` fails with ``return_dict=False`` (the nested
+    ``can_return_tuple`` of ``get_video_features`` / ``get_image_features`` drops the argument)."""
+    model = build()
+    inputs = make_inputs(model, 1)
+    want = anchor_ot.adapters.prepare(model, inputs, KeepTopScores(retention=0.5))
+    model.config.return_dict = False
+    got = anchor_ot.adapters.prepare(model, inputs, KeepTopScores(retention=0.5))
+    for w, g in zip(want.encoded, got.encoded):
+        assert torch.equal(w.video.tokens, g.video.tokens)
+        assert torch.equal(w.video.global_scores, g.video.global_scores)
