@@ -162,7 +162,9 @@ def score(status: dict[str, str], equivalent: set[str]) -> dict:
         counts[s] = counts.get(s, 0) + 1
     checked = [n for n, s in status.items() if s in DETECTED + UNDETECTED]
     eq = [n for n in checked if n in equivalent]
-    detected = [n for n in checked if status[n] in DETECTED]
+    # an equivalent mutant the run happened to "detect" (a timeout under load) is left out of
+    # both counts, as it is out of the denominator
+    detected = [n for n in checked if status[n] in DETECTED and n not in equivalent]
     non_eq = len(checked) - len(eq)
     lo, hi = wilson(len(detected), non_eq)
     return {"counts": counts, "checked": len(checked), "detected": len(detected), "equivalent": len(eq),
