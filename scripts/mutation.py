@@ -86,9 +86,9 @@ MODULES: dict[str, list[str]] = {
     "adapters/llava_onevision": ["tests/test_adapters.py", "tests/test_adapters_values.py"],
     # what a model family is (score layers, LLM grid, score pooling, side features), shared by the
     # transformers adapters and the vLLM plugin; the main suite reaches it through the adapters
-    "families/base": ["tests/test_adapters.py", "tests/test_adapters_values.py"],
-    "families/llava_onevision": ["tests/test_adapters.py", "tests/test_adapters_values.py"],
-    "families/qwen_vl": ["tests/test_adapters.py", "tests/test_adapters_values.py"],
+    "families/base": ["tests/test_adapters.py", "tests/test_adapters_values.py", "tests/test_families_values.py"],
+    "families/llava_onevision": ["tests/test_adapters.py", "tests/test_adapters_values.py", "tests/test_families_values.py"],
+    "families/qwen_vl": ["tests/test_adapters.py", "tests/test_adapters_values.py", "tests/test_families_values.py"],
 }
 
 _CLEAR_CACHES = """
