@@ -36,7 +36,17 @@ def _layers(model):
 
 
 def _siglip_received(module, args, kwargs) -> torch.Tensor:
-    """Received attention of one SigLIP attention module, (frames, tokens)."""
+    """Received attention of one SigLIP attention module, (frames, tokens) float32.
+
+    Called by :class:`ScoreHooks` after the module ran on ``hidden_states`` (frames, L, D), by
+    keyword or as the first positional argument. Uses the layer's own q and k projections when
+    the hooks captured them for this input (``module._anchor_ot_projections``, shapes checked);
+    otherwise (a transformers version that does not call ``q_proj``/``k_proj`` as modules, or a
+    capture of another input) projects them again, ``max(1, 2**25 // (H * L**2))`` frames at a
+    time, so no second full (frames, L, D) copy of q and k is made. Either way the result is
+    :func:`received_attention` of the frames: the mean over heads and queries of the softmax
+    attention each token receives.
+    """
     x = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
     n, length, _ = x.shape
     shape = (n, length, module.num_heads, module.head_dim)
@@ -110,11 +120,14 @@ def encode(model, inputs: dict, *, scores: str, local_layer: int | None, global_
 def encoder_output(model, encoded, reduced) -> BaseModelOutputWithPooling:
     """Reduced features in the form ``LlavaOnevisionModel.forward`` reads from ``mm_encoder_outputs``.
 
-    The model flattens ``pooler_output`` over its first two axes, so all videos go in one
-    (1, sum(K_v + 1), d) tensor.
+    ``pooler_output`` is (V, K + 1, d), one item per video as ``get_video_features`` returns it
+    (every video of a batch has the same frame count, so the same K). The model flattens it over
+    its first two axes; ``generate`` (beam search, ``num_return_sequences``) repeats it per item
+    to follow the repeated prompt rows, which needs one item per video: a single
+    (1, sum(K + 1), d) item would be repeated as a group and give rows the wrong video.
     """
     rows = [torch.cat([r.tokens, e.extra.to(r.tokens.dtype)], dim=0) for e, r in zip(encoded, reduced)]
-    return BaseModelOutputWithPooling(pooler_output=torch.cat(rows, dim=0)[None])
+    return BaseModelOutputWithPooling(pooler_output=torch.stack(rows, dim=0))
 
 
 def position_ids(model, inputs, mask, keep, new_mask, source, kwargs):

@@ -1,0 +1,545 @@
+"""Value tests of the transformers adapters' less travelled paths (written against mutation survivors).
+
+Same tiny real transformers models as ``test_adapters.py`` (built in memory, nothing downloaded);
+each test names the bug it is there to catch.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+from test_adapters import (  # noqa: E402
+    KeepEveryKth,
+    KeepTopScores,
+    llava_inputs,
+    llava_model,
+    qwen25_model,
+    qwen3_model,
+    qwen_inputs,
+)
+
+import anchor_ot  # noqa: E402
+
+torch.set_num_threads(1)
+
+
+def _first_prefill_embeds(model, call):
+    """Run ``call()`` and return (its output, the ``inputs_embeds`` of the first language-model forward)."""
+    seen = []
+    handle = model.model.language_model.register_forward_pre_hook(
+        lambda m, a, kw: seen.append(kw["inputs_embeds"].clone()), with_kwargs=True)
+    try:
+        out = call()
+    finally:
+        handle.remove()
+    return out, seen[0]
+
+
+@pytest.mark.parametrize("build,make_inputs", [(llava_model, llava_inputs), (qwen25_model, qwen_inputs),
+                                               (qwen3_model, qwen_inputs)],
+                         ids=["llava_onevision", "qwen2_5_vl", "qwen3_vl"])
+def test_expanded_generation_gives_every_row_its_own_video(build, make_inputs):
+    """Beam search / ``num_return_sequences`` with a batch of two videos: generate repeats each prompt
+    row, and transformers repeats the pre-encoded features per *item* of ``pooler_output``. At full
+    retention the prefill embeddings must equal plain generate's row for row.
+
+    Bug caught: packing all videos into one pooler item (LLaVA-OV before the fix) makes transformers
+    repeat the group [A, B] -> [A, B, A, B] while the rows are [A, A, B, B]: rows 1 and 2 read the
+    other video's features (the tiny model's tokens may still agree, so the embeddings are compared).
+    """
+    model = build()
+    inputs = make_inputs(model, 2)
+    gen = dict(max_new_tokens=2, do_sample=False, num_beams=2, num_return_sequences=2)
+    plain, plain_emb = _first_prefill_embeds(model, lambda: model.generate(**inputs, **gen))
+    ours, ours_emb = _first_prefill_embeds(
+        model, lambda: anchor_ot.generate(model, inputs, KeepTopScores(retention=1.0), **gen))
+    assert ours_emb.shape == plain_emb.shape and ours_emb.shape[0] == 4
+    torch.testing.assert_close(ours_emb, plain_emb, atol=1e-6, rtol=0)
+    # the prompt rows returned are the original ones, each repeated for its two sequences
+    assert torch.equal(ours[:, :inputs["input_ids"].shape[1]], inputs["input_ids"].repeat_interleave(2, dim=0))
+    assert torch.equal(ours, plain)
+
+
+# -- received attention: the block paths no model-sized test reaches ------------------------------
+
+
+def _oracle_received(q, k, scale):
+    """mean over heads and queries of softmax(q k^T * scale), in float64."""
+    p = torch.softmax(q.double() @ k.double().transpose(-1, -2) * scale, dim=-1)
+    return p.mean(dim=(1, 2))
+
+
+@pytest.mark.parametrize("C,H,L", [(65, 4, 64), (2, 2, 729)], ids=["sequence-chunks", "row-blocks"])
+def test_received_attention_blocks_match_softmax(C, H, L):
+    """Bug caught: a wrong slice or step in the blocking. (65, 4, 64): 2**20 // (4 * 64**2) = 64 whole
+    sequences per block, so the 65th is a block of its own; (2, 2, 729): a sequence has more than 2**20
+    logits, so it goes in blocks of 2**20 // (2 * 729) = 719 query rows (719 + 10); the tiny models of
+    the generate tests reach neither path; the largest allocation (torch.profiler) stays within the
+    documented 2**20 logits (a block-size bug that only costs memory)."""
+    from anchor_ot.adapters.base import received_attention
+
+    from torch.profiler import ProfilerActivity, profile
+
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(C, H, L, 8, generator=g)
+    k = torch.randn(C, H, L, 8, generator=g)
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        got = received_attention(q, k, 0.3)
+    # the documented bound: at most 2**20 fp32 logits at once (a whole 2 x 729 x 729 sequence is above it)
+    assert 0 < max(e.cpu_memory_usage for e in prof.events()) <= 4 << 20
+    assert got.dtype == torch.float32 and got.shape == (C, L)
+    torch.testing.assert_close(got.double(), _oracle_received(q, k, 0.3), atol=1e-9, rtol=1e-5)
+
+
+def test_received_attention_stable_when_rows_differ_in_scale():
+    """Bug caught: the softmax shift taken over the wrong axis (the block's global max instead of each
+    query row's): a row whose logits are all far below another row's max underflows to 0 / 0 = NaN.
+    Keys e_1, e_2, e_3; query 0 has logits (200, 0, 0), queries 1 and 2 all zeros:
+    received = ((1 + 1/3 + 1/3) / 3, (2/3) / 3, (2/3) / 3) = (5/9, 2/9, 2/9)."""
+    from anchor_ot.adapters.base import received_attention
+
+    q = torch.zeros(1, 1, 3, 3)
+    q[0, 0, 0, 0] = 200.0
+    got = received_attention(q, torch.eye(3)[None, None], 1.0)
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got, torch.tensor([[5 / 9, 2 / 9, 2 / 9]]), atol=1e-6, rtol=0)
+
+
+def test_received_attention_packed_skips_empty_sequences_and_keeps_order():
+    """Bug caught: stopping at an empty sequence (Qwen2.5-VL's window bounds can repeat a value), or
+    writing a length group's scores to the wrong tokens. Sequences of lengths 3, 0, 5, 3 in that order."""
+    from anchor_ot.adapters.base import received_attention_packed
+
+    g = torch.Generator().manual_seed(1)
+    cu = torch.tensor([0, 3, 3, 8, 11], dtype=torch.int32)
+    q = torch.randn(11, 2, 4, generator=g)
+    k = torch.randn(11, 2, 4, generator=g)
+    got = received_attention_packed(q, k, 0.5, cu)
+    want = torch.cat([_oracle_received(q[a:b].transpose(0, 1)[None], k[a:b].transpose(0, 1)[None], 0.5)[0]
+                      for a, b in ((0, 3), (3, 8), (8, 11))])
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got.double(), want, atol=1e-9, rtol=1e-6)
+
+
+# -- LLaVA-OneVision: _siglip_received and its fallback ------------------------------------------------
+
+
+def _siglip_attention(heads: int):
+    from transformers import SiglipVisionConfig
+    from transformers.models.siglip.modeling_siglip import SiglipAttention
+
+    cfg = SiglipVisionConfig(hidden_size=32, num_attention_heads=heads)
+    cfg._attn_implementation = "eager"  # the oracle reads the module's own attention weights
+    torch.manual_seed(0)
+    return SiglipAttention(cfg).eval()
+
+
+def _eager_received(module, x):
+    """Independent oracle: the module's own eager attention weights (frames, H, L, L), averaged over
+    heads and queries (``received_attention``'s definition), one frame at a time."""
+    with torch.no_grad():
+        return torch.cat([module(x[i:i + 1])[1].mean(dim=(1, 2)) for i in range(x.shape[0])])
+
+
+def _q_proj_batches(module):
+    sizes = []
+    handle = module.q_proj.register_forward_hook(lambda m, a, out: sizes.append(a[0].shape[0]))
+    return sizes, handle
+
+
+@pytest.mark.parametrize("heads,frames,chunks", [(16, 4, [3, 1]), (32, 2, [1, 1])])
+def test_siglip_fallback_projects_in_bounded_chunks_and_matches_eager_weights(heads, frames, chunks):
+    """The fallback (no captured q/k) at SigLIP's real length L = 729: with 16 heads at most
+    2**25 // (16 * 729**2) = 3 frames are projected at a time, so 4 frames go as 3 + 1; with 32 heads
+    one frame alone is over the bound, and frames still go one at a time.
+
+    Bugs caught: a broken chunk loop (``range(n, step)``, a wrong slice, ``torch.cat`` of the wrong
+    list), q or k not split into heads (``transpose``), a wrong chunk size (the memory bound), and the
+    row-block path of ``received_attention`` (more than 2**20 logits per frame)."""
+    from anchor_ot.adapters.llava_onevision import _siglip_received
+
+    module = _siglip_attention(heads)
+    x = torch.randn(frames, 729, 32, generator=torch.Generator().manual_seed(2))
+    sizes, handle = _q_proj_batches(module)
+    try:
+        with torch.no_grad():
+            got = _siglip_received(module, (), {"hidden_states": x})
+    finally:
+        handle.remove()
+    assert sizes == chunks
+    want = _eager_received(module, x)
+    assert got.shape == (frames, 729) and got.dtype == torch.float32
+    torch.testing.assert_close(got, want, atol=1e-8, rtol=1e-5)
+
+
+def test_siglip_received_input_forms_and_partial_captures():
+    """Small frames (L = 36): positional ``hidden_states``; the layer's own q/k reused (q_proj not called
+    again); only q captured, or captures of another input's shape -> projected again. Every form must
+    give the eager oracle.
+
+    Bugs caught: reading the wrong positional argument, using a capture whose shape does not match
+    (e.g. from an earlier call), ``and``/``or`` mix-ups in the capture check (a missing k read as
+    present), and recomputing projections the layer already computed."""
+    from anchor_ot.adapters.llava_onevision import _siglip_received
+
+    module = _siglip_attention(4)
+    x = torch.randn(3, 36, 32, generator=torch.Generator().manual_seed(3))
+    want = _eager_received(module, x)
+    with torch.no_grad():
+        q_out, k_out = module.q_proj(x), module.k_proj(x)
+    other = torch.randn(2, 36, 32)
+    cases = {
+        "positional": ((x,), None, 1),
+        "captured": ((), {"q_proj": q_out, "k_proj": k_out}, 0),
+        "only q captured": ((), {"q_proj": q_out}, 1),
+        "only k captured": ((), {"k_proj": k_out}, 1),
+        "q of another input": ((), {"q_proj": module.q_proj(other).detach(), "k_proj": k_out}, 1),
+        "k of another input": ((), {"q_proj": q_out, "k_proj": module.k_proj(other).detach()}, 1),
+    }
+    for name, (args, captured, calls) in cases.items():
+        kwargs = {} if args else {"hidden_states": x}
+        if captured is not None:
+            module._anchor_ot_projections = captured
+        sizes, handle = _q_proj_batches(module)
+        try:
+            with torch.no_grad():
+                got = _siglip_received(module, args, kwargs)
+        finally:
+            handle.remove()
+            if captured is not None:
+                del module._anchor_ot_projections
+        assert len(sizes) == calls, name
+        torch.testing.assert_close(got, want, atol=1e-8, rtol=1e-5, msg=name)
+
+
+def _eager_tower_scores(model, pixels, layers):
+    tower = model.model.vision_tower
+    old = tower.config._attn_implementation
+    tower.config._attn_implementation = "eager"
+    try:
+        with torch.no_grad():
+            att = tower(pixels, output_attentions=True).attentions
+    finally:
+        tower.config._attn_implementation = old
+    return {name: att[i].mean(dim=(1, 2)) for name, i in layers.items()}
+
+
+def test_llava_scores_through_the_fallback_match_eager_attention(monkeypatch):
+    """End to end with ``ScoreHooks`` not capturing q/k (what happens when a transformers version
+    computes them without calling ``q_proj``/``k_proj`` modules): the fallback runs (q_proj of each
+    score layer is called a second time) and the raw per-frame scores equal the tower's eager
+    attention weights averaged over heads and queries, to 1e-5.
+
+    Bugs caught: every bug of the fallback path on the real model's call (kwargs form, 4 frames, the
+    hook's bookkeeping), a fallback that silently falls back on stale or missing captures, and an
+    explicit ``global_layer`` replaced by the default."""
+    from anchor_ot.adapters import llava_onevision as lo
+    from anchor_ot.adapters.base import ScoreHooks
+
+    model = llava_model()
+    inputs = llava_inputs(model, 2)
+    layers = lo._layers(model)
+    monkeypatch.setattr(lo._siglip_received, "projections", ())
+    raw = {}
+    real_result = ScoreHooks.result
+
+    def keep_raw(self, name):
+        raw[name] = real_result(self, name)
+        return raw[name]
+
+    monkeypatch.setattr(ScoreHooks, "result", keep_raw)
+    calls = {"local": [], "global": []}
+    handles = [layers[i].self_attn.q_proj.register_forward_hook(lambda m, a, o, n=n: calls[n].append(a[0].shape[0]))
+               for n, i in (("local", 1), ("global", 0))]
+    try:  # both layers away from the defaults (local 5 clipped to 2, global -2 = 1)
+        prepared = anchor_ot.adapters.prepare(model, inputs, KeepTopScores(retention=0.5), local_layer=1,
+                                              global_layer=0)
+    finally:
+        for h in handles:
+            h.remove()
+    # the layer's own projection of all 8 frames, then the fallback's (one chunk: 8 frames fit the bound)
+    assert calls == {"local": [8, 8], "global": [8, 8]}
+    pixels = inputs["pixel_values_videos"].flatten(0, 1)
+    want = _eager_tower_scores(model, pixels, {"local": 1, "global": 0})
+    for name in ("local", "global"):
+        torch.testing.assert_close(raw[name], want[name], atol=1e-5, rtol=0)
+        # and what reaches the reducer is the pooled form of exactly these
+        side = 84 // 14
+        pooled = torch.nn.functional.interpolate(want[name].view(8, 1, side, side), size=(3, 3), mode="bilinear")
+        for b in range(2):
+            torch.testing.assert_close(getattr(prepared.encoded[b].video, f"{name}_scores"),
+                                       pooled.reshape(2, 4, 9)[b], atol=1e-5, rtol=0)
+
+
+# -- Qwen ViTs: _vit_received's input forms and projection reuse --------------------------------------
+
+
+def _grab_block_inputs(model, inputs, layer):
+    """The (hidden_states, cu_seqlens, position_embeddings) a ViT block's attention receives."""
+    captured = {}
+
+    def grab(module, args, kwargs):
+        captured.update(x=args[0] if args else kwargs["hidden_states"], cu=kwargs["cu_seqlens"],
+                        pe=kwargs["position_embeddings"])
+
+    attn = model.model.visual.blocks[layer].attn
+    handle = attn.register_forward_pre_hook(grab, with_kwargs=True)
+    try:
+        with torch.no_grad():
+            model.model.get_video_features(inputs["pixel_values_videos"], inputs["video_grid_thw"])
+    finally:
+        handle.remove()
+    return attn, captured
+
+
+@pytest.mark.parametrize("build", [qwen25_model, qwen3_model], ids=["qwen2_5_vl", "qwen3_vl"])
+def test_vit_received_reads_every_call_form(build):
+    """``hidden_states`` and ``cu_seqlens`` by keyword or by position (transformers has used both), and the
+    layer's own qkv (reused, not recomputed) or a stale one of another shape (recomputed) all give the
+    same scores as a naive per-sequence softmax.
+
+    Bugs caught: reading the wrong positional argument or ignoring a keyword form, and trusting a
+    capture whose shape does not match the input."""
+    import sys
+
+    from anchor_ot.adapters.qwen_vl import _vit_received
+
+    model = build()
+    inputs = qwen_inputs(model, 1)
+    attn, c = _grab_block_inputs(model, inputs, 0)
+    x, cu, pe = c["x"], c["cu"], c["pe"]
+    S = x.shape[0]
+    with torch.no_grad():
+        qkv = attn.qkv(x)
+        q, k, _ = qkv.reshape(S, 3, attn.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
+        q, k = sys.modules[type(attn).__module__].apply_rotary_pos_emb_vision(q, k, *pe)
+    bounds = cu.tolist()
+    want = torch.cat([_oracle_received(q[a:b].transpose(0, 1)[None], k[a:b].transpose(0, 1)[None],
+                                       attn.scaling)[0] for a, b in zip(bounds[:-1], bounds[1:])])
+    assert len(bounds) > 2
+    forms = {
+        "keywords": ((), {"hidden_states": x, "cu_seqlens": cu, "position_embeddings": pe}, None, 1),
+        "x positional": ((x,), {"cu_seqlens": cu, "position_embeddings": pe}, None, 1),
+        "x and cu positional": ((x, cu), {"position_embeddings": pe}, None, 1),
+        "own qkv reused": ((x,), {"cu_seqlens": cu, "position_embeddings": pe}, qkv, 0),
+        "stale qkv": ((x,), {"cu_seqlens": cu, "position_embeddings": pe}, qkv[:-4], 1),
+    }
+    for name, (args, kwargs, captured, calls) in forms.items():
+        seen = []
+        handle = attn.qkv.register_forward_hook(lambda m, a, o: seen.append(1))
+        if captured is not None:
+            attn._anchor_ot_projections = {"qkv": captured}
+        try:
+            with torch.no_grad():
+                got = _vit_received(attn, args, kwargs)
+        finally:
+            handle.remove()
+            if captured is not None:
+                del attn._anchor_ot_projections
+        assert len(seen) == calls, name
+        torch.testing.assert_close(got.double(), want, atol=1e-9, rtol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("build,make_inputs,proj", [(llava_model, llava_inputs, "q_proj"),
+                                                    (qwen25_model, qwen_inputs, "qkv"),
+                                                    (qwen3_model, qwen_inputs, "qkv")],
+                         ids=["llava_onevision", "qwen2_5_vl", "qwen3_vl"])
+def test_score_hooks_reuse_the_layers_own_projections(build, make_inputs, proj):
+    """With scores on, each score layer's q projection runs exactly as often as in a plain encoder
+    pass (``ScoreHooks`` hands the layer's own output to the score function).
+
+    Bug caught: a capture check that never matches (shape compared on the wrong axes, the reuse
+    branch disabled), which doubles the projection cost without changing any value."""
+    model = build()
+    inputs = make_inputs(model, 1)
+    if hasattr(model.model, "visual"):
+        layers = [b.attn for b in model.model.visual.blocks]
+    else:
+        from anchor_ot.adapters.llava_onevision import _layers
+        layers = [layer.self_attn for layer in _layers(model)]
+    counts = [0] * len(layers)
+    handles = [getattr(m, proj).register_forward_hook(lambda mod, a, o, i=i: counts.__setitem__(i, counts[i] + 1))
+               for i, m in enumerate(layers)]
+    try:
+        anchor_ot.adapters.prepare(model, inputs, KeepTopScores(retention=0.5), local_layer=0)
+        prepare_counts, counts[:] = list(counts), [0] * len(layers)
+        anchor_ot.adapters.prepare(model, inputs, KeepEveryKth(retention=0.5), scores="none")
+    finally:
+        for h in handles:
+            h.remove()
+    assert counts[0] >= 1 and prepare_counts == counts
+
+
+# -- Qwen positions without mm_token_type_ids, pad ids, error messages --------------------------------
+
+
+def _image_and_video_inputs(model):
+    """A Qwen2.5-VL prompt with a 4 x 4-patch image before the video (processor layout), and the
+    ``mm_token_type_ids`` the processor would return."""
+    from test_adapters import VOCAB
+
+    video = qwen_inputs(model, 1)
+    vid_ids = video["input_ids"][0].tolist()
+    start = vid_ids.index(VOCAB["<|vision_start|>"])
+    image = [VOCAB["<|vision_start|>"]] + [VOCAB["<|image_pad|>"]] * 4 + [VOCAB["<|vision_end|>"]]
+    ids = torch.tensor([vid_ids[:start] + image + vid_ids[start:]])
+    types = torch.zeros_like(ids, dtype=torch.int32)
+    types[ids == VOCAB["<|image_pad|>"]] = 1
+    types[ids == VOCAB["<|video_pad|>"]] = 2
+    return dict(video, input_ids=ids, attention_mask=torch.ones_like(ids), mm_token_type_ids=types,
+                pixel_values=torch.randn(16, video["pixel_values_videos"].shape[1],
+                                         generator=torch.Generator().manual_seed(4)),
+                image_grid_thw=torch.tensor([[1, 4, 4]]))
+
+
+def test_qwen_positions_without_token_types_match_the_processors():
+    """``mm_token_type_ids`` missing (callers that build inputs by hand): the adapter derives them
+    (text 0, image 1, video 2) and passes ``image_grid_thw``, so the full prompt's M-RoPE positions equal
+    ``get_rope_index`` with the processor's types, image and video both present; the reduced prompt's
+    positions are those at the kept tokens.
+
+    Bugs caught: an image typed as video, and the image grid left out of the position computation
+    (both shift every position after the image)."""
+    from anchor_ot.adapters.qwen_vl import full_rope_index
+
+    model = qwen25_model()
+    inputs = _image_and_video_inputs(model)
+    want, want_delta = model.model.get_rope_index(
+        inputs["input_ids"], mm_token_type_ids=inputs["mm_token_type_ids"], attention_mask=inputs["attention_mask"],
+        image_grid_thw=inputs["image_grid_thw"], video_grid_thw=inputs["video_grid_thw"],
+        second_per_grid_ts=inputs["second_per_grid_ts"])
+    untyped = {k: v for k, v in inputs.items() if k != "mm_token_type_ids"}
+    got, got_delta = full_rope_index(model, untyped, inputs["attention_mask"])
+    assert torch.equal(got, want) and torch.equal(got_delta, want_delta)
+    # the image's types matter: read as text, its tokens would shift every later position
+    as_text = inputs["mm_token_type_ids"].masked_fill(inputs["mm_token_type_ids"] == 1, 0)
+    other, _ = model.model.get_rope_index(
+        inputs["input_ids"], mm_token_type_ids=as_text, attention_mask=inputs["attention_mask"],
+        video_grid_thw=inputs["video_grid_thw"], second_per_grid_ts=inputs["second_per_grid_ts"])
+    assert not torch.equal(other, want)
+    prepared = anchor_ot.adapters.prepare(model, untyped, KeepTopScores(retention=0.5))
+    kept = torch.nonzero(prepared.keep[0]).squeeze(1)
+    assert torch.equal(prepared.kwargs["position_ids"][1:, 0], want[:, 0, kept])
+
+
+def test_pad_token_id_sources():
+    """Generation config first, then the text config; a list gives its first id; none at all gives 0.
+
+    Bugs caught: ignoring the generation config, and inverting the ``None`` test (the tiny models'
+    pad id is 0, the fallback value, so only other ids tell them apart)."""
+    from anchor_ot.adapters.base import pad_token_id
+
+    model = llava_model()
+    gen, text = model.generation_config, model.config.text_config
+    old = gen.pad_token_id, text.pad_token_id
+    try:
+        gen.pad_token_id, text.pad_token_id = 7, 5
+        assert pad_token_id(model) == 7
+        gen.pad_token_id = None
+        assert pad_token_id(model) == 5
+        gen.pad_token_id = [3, 4]
+        assert pad_token_id(model) == 3
+        gen.pad_token_id, text.pad_token_id = None, None
+        assert pad_token_id(model) == 0
+        # and the rebuilt prompt's left padding carries it
+        gen.pad_token_id = 7
+        inputs = llava_inputs(model, 2)
+        prepared = anchor_ot.adapters.prepare(model, inputs, KeepTopScores(retention=0.25))
+        ids, mask = prepared.kwargs["input_ids"], prepared.kwargs["attention_mask"]
+        assert (mask == 0).any() and (ids[mask == 0] == 7).all()
+    finally:
+        gen.pad_token_id, text.pad_token_id = old
+
+
+def test_error_messages_name_what_was_passed():
+    """Bugs caught: messages that print something else than the offending value (the mask itself
+    instead of its shape, ``NoneType`` instead of the reducer's type)."""
+    model = qwen25_model()
+    inputs = qwen_inputs(model, 1)
+    bad_mask = dict(inputs, attention_mask=inputs["attention_mask"][:, 1:])
+    shape = tuple(inputs["input_ids"].shape)
+    with pytest.raises(ValueError, match=rf"input_ids \({shape[0]}, {shape[1]}\), got torch.Size\(\[{shape[0]}, "
+                                         rf"{shape[1] - 1}\]\)"):
+        anchor_ot.generate(model, bad_mask, KeepTopScores(retention=0.5))
+    with pytest.raises(ValueError, match="got mask$"):
+        anchor_ot.generate(model, dict(inputs, attention_mask="mask"), KeepTopScores(retention=0.5))
+    with pytest.raises(TypeError, match="got function"):
+        anchor_ot.generate(model, inputs, lambda v: v)
+    with pytest.raises(TypeError, match="got list"):
+        anchor_ot.generate(model, [inputs], KeepTopScores(retention=0.5))
+
+
+def test_llava_encode_forwards_feature_options_converts_pixels_and_times_scores(monkeypatch):
+    """``vision_feature_layer`` / ``vision_feature_select_strategy`` in the inputs reach the model's
+    ``get_video_features`` (tokens equal the model's own features of that layer); fp32 pixels are cast
+    to a bf16 tower's dtype; ``score_seconds`` records the hooks' time (0 without scores).
+
+    Bugs caught: dropping or misspelling the forwarded options, feeding fp32 pixels to a bf16 tower
+    (dtype error), and losing the timing."""
+    model = llava_model()
+    inputs = llava_inputs(model, 1)
+    base = model.model
+    seen = []
+    real = base.get_video_features
+
+    def spy(*args, **kwargs):
+        seen.append(dict(kwargs))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(base, "get_video_features", spy)
+    opts = dict(vision_feature_layer=-2, vision_feature_select_strategy="full")
+    prepared = anchor_ot.adapters.prepare(model, dict(inputs, **opts), KeepTopScores(retention=0.5))
+    assert {k: seen[0].get(k) for k in opts} == opts
+    with torch.no_grad():
+        own = real(pixel_values_videos=inputs["pixel_values_videos"], **opts).pooler_output
+        last = real(pixel_values_videos=inputs["pixel_values_videos"]).pooler_output
+    tokens = prepared.encoded[0].video.tokens
+    torch.testing.assert_close(tokens.reshape(-1, tokens.shape[-1]), own[0, :-1], atol=0, rtol=0)
+    assert not torch.allclose(own, last)  # the layer matters
+    assert prepared.encoded[0].score_seconds > 0
+    monkeypatch.undo()
+
+    half = llava_model().to(torch.bfloat16)
+    prepared = anchor_ot.adapters.prepare(half, inputs, KeepTopScores(retention=0.5))
+    with torch.no_grad():
+        own = half.model.get_video_features(
+            pixel_values_videos=inputs["pixel_values_videos"].to(torch.bfloat16)).pooler_output
+    tokens = prepared.encoded[0].video.tokens
+    assert tokens.dtype == torch.bfloat16
+    torch.testing.assert_close(tokens.reshape(-1, tokens.shape[-1]), own[0, :-1], atol=0, rtol=0)
+
+
+def test_llava_errors_and_timing_without_scores():
+    """Bugs caught: a pixel-shape error that loses its message or names the wrong shape; scores='none'
+    still reading score dicts (KeyError) or reporting hook time."""
+    model = llava_model()
+    inputs = llava_inputs(model, 1)
+    four_d = dict(inputs, pixel_values_videos=inputs["pixel_values_videos"][0])
+    with pytest.raises(ValueError, match=r"\(batch, frames, channels, height, width\), got \(4, 3, 84, 84\)$"):
+        anchor_ot.adapters.prepare(model, four_d, KeepTopScores(retention=0.5))
+    prepared = anchor_ot.adapters.prepare(model, inputs, KeepEveryKth(retention=0.5), scores="none")
+    video = prepared.encoded[0].video
+    assert video.global_scores is None and video.local_scores is None
+    assert prepared.encoded[0].score_seconds == 0.0
+
+
+@pytest.mark.parametrize("build,make_inputs", [(llava_model, llava_inputs), (qwen25_model, qwen_inputs)],
+                         ids=["llava_onevision", "qwen2_5_vl"])
+def test_encode_with_return_dict_off_in_the_config(build, make_inputs):
+    """A model whose config has ``return_dict=False`` returns tuples unless asked: the adapters ask for
+    a ModelOutput, so the encoded tokens are the same as with the default config.
+
+    Bug caught: relying on the config's default (``return_dict`` dropped or ``None``), which makes
+    ``get_video_features`` return a tuple and the adapter fail on ``.pooler_output``. Not Qwen3-VL: in
+    transformers 5.24 its own ``generate`` fails with ``return_dict=False`` (the nested
+    ``can_return_tuple`` of ``get_video_features`` / ``get_image_features`` drops the argument)."""
+    model = build()
+    inputs = make_inputs(model, 1)
+    want = anchor_ot.adapters.prepare(model, inputs, KeepTopScores(retention=0.5))
+    model.config.return_dict = False
+    got = anchor_ot.adapters.prepare(model, inputs, KeepTopScores(retention=0.5))
+    for w, g in zip(want.encoded, got.encoded):
+        assert torch.equal(w.video.tokens, g.video.tokens)
+        assert torch.equal(w.video.global_scores, g.video.global_scores)
