@@ -99,10 +99,16 @@ SWEEP: dict[str, dict] = {
     "static clip 0.95 sketch spread": {"static_tau": 0.95, "static_cos": "sketch", "static_place": "spread"},
     "static clip 0.9 spread mass 1": {"static_tau": 0.9, "static_place": "spread", "mass_weight": 1.0},
     "static clip 0.9 frame": {"static_tau": 0.9, "static_place": "frame"},
-    "static clip 0.9 spread mass 2": {"static_tau": 0.9, "static_place": "spread", "mass_weight": 2.0},
-    "static clip 0.95 spread mass 1": {"static_tau": 0.95, "static_place": "spread", "mass_weight": 1.0},
-    "static clip 0.9 sketch spread mass 1": {"static_tau": 0.9, "static_cos": "sketch", "static_place": "spread",
-                                             "mass_weight": 1.0},
+    # ... with K split over clips by tokens (budget="tokens"): the largest clip budget, and so the padded
+    # anchor count of every batched step, stays that of the base
+    "static clip 0.9 sketch spread tokens": {"static_tau": 0.9, "static_cos": "sketch", "static_place": "spread",
+                                             "budget": "tokens"},
+    # ... with a larger cross-frame cost (temporal: static means carry no frame evidence)
+    "static clip 0.9 sketch spread linear 0.02": {"static_tau": 0.9, "static_cos": "sketch", "static_place": "spread",
+                                                  "frame_penalty": 0.02},
+    "static clip 0.9 sketch spread tokens linear 0.02": {"static_tau": 0.9, "static_cos": "sketch",
+                                                         "static_place": "spread", "budget": "tokens",
+                                                         "frame_penalty": 0.02},
     "static run 0.8": {"static_tau": 0.8, "static_span": "run"},
     "static run 0.9": {"static_tau": 0.9, "static_span": "run"},
     "static run 0.95": {"static_tau": 0.95, "static_span": "run"},
@@ -350,6 +356,8 @@ def main() -> None:
             with open(f, newline="") as fh:
                 for r in csv.DictReader(fh):
                     rows.append({k: (v if k in ("video", "config") else float(v)) for k, v in r.items()})
+        # one row per (video, config, retention): the references re-run by several files count once
+        rows = list({(r["video"], r["config"], r["retention"]): r for r in reversed(rows)}.values())[::-1]
         print(compact(rows) if a.compact else summarize(rows))
         return
     if a.speed:

@@ -551,11 +551,16 @@ def kcenter_rounds(u: torch.Tensor, valid: torch.Tensor, counts: torch.Tensor, f
     offs = torch.arange(S, device=dev) * M
     picks = torch.empty(B, rounds, S, dtype=torch.long, device=dev)
     ar = torch.arange(B, device=dev)[:, None]
-    pen_sub = None
-    if penalty > 0 and frame is not None and bool((frame >= 0).all()):
-        # no frame-agnostic point: a pick's frame is its subgroup's, so the penalty rows are fixed
-        sub_frame = frame.view(B, S, M)[..., 0]  # (B, S)
-        pen_sub = _cross(sub_frame[..., None], frame[:, None, :], linear).to(acc).mul_(penalty)  # (B, S, S*M)
+    pen_sub = free = None
+    if penalty > 0 and frame is not None:
+        fv = frame.view(B, S, M)
+        sub_frame = fv.amax(-1)  # (B, S)
+        if bool(((fv == sub_frame[..., None]) | (fv < 0)).all()):
+            # every point of a subgroup is in its frame or frame-agnostic (-1, a static point): a pick's
+            # penalty row is its subgroup's, or zero for a frame-agnostic pick, so the rows are fixed
+            pen_sub = _cross(sub_frame[..., None], frame[:, None, :], linear).to(acc).mul_(penalty)  # (B, S, S*M)
+            if bool((frame < 0).any()):
+                free = frame >= 0  # (B, S*M): picks that pay their row
     for s_ in range(S):  # round 0, frame by frame, so the first picks of the frames see each other
         if s_ > 0:
             gain = (1.0 - best).clamp_min(0)
@@ -566,7 +571,7 @@ def kcenter_rounds(u: torch.Tensor, valid: torch.Tensor, counts: torch.Tensor, f
         idx = offs[s_] + pick[:, s_]  # (B,)
         sim = torch.matmul(flat[ar[:, 0], idx][:, None, :], ut).squeeze(1).to(acc)  # (B, S*M)
         if pen_sub is not None:
-            sim = sim - pen_sub[:, s_]
+            sim = sim - (pen_sub[:, s_] if free is None else pen_sub[:, s_] * free.gather(1, idx[:, None]))
         elif penalty > 0 and frame is not None:
             sim = sim - penalty * _cross(frame.gather(1, idx[:, None]), frame, linear)
         on = counts[:, s_] > 0
@@ -584,7 +589,7 @@ def kcenter_rounds(u: torch.Tensor, valid: torch.Tensor, counts: torch.Tensor, f
         picks[:, t] = idx
         sim = torch.matmul(flat[ar, idx], ut).to(acc)  # (B, S, S*M)
         if pen_sub is not None:
-            sim.sub_(pen_sub)
+            sim.sub_(pen_sub if free is None else pen_sub * free.gather(1, idx)[..., None])
         elif penalty > 0 and frame is not None:
             sim = sim - penalty * _cross(frame.gather(1, idx)[..., None], frame[:, None, :], linear)
         best = torch.maximum(best, sim.masked_fill_(~active[..., None], -2.0).amax(1))
@@ -1133,7 +1138,11 @@ class AOTPlus(Reducer):
             if penalize:  # spatio-temporal cost: a point of another frame than the anchor's costs more
                 fa = home if self.placement == "home" else pframe.gather(1, pinned)  # (G, kg) anchor frames
                 if has_static:
-                    cos.sub_(_cross(pframe[..., None], fa[:, None, :], linear).mul_(self.frame_penalty))
+                    # frame-major as below; rows of static points (frame -1) and columns of static-seeded
+                    # anchors pay nothing (one (G, Lmax, N, kg) product instead of the general _cross)
+                    gap = (ell[None, :, None] - fa[:, None, :]).abs() if linear else (ell[None, :, None] != fa[:, None, :])
+                    gap = (gap * (fa >= 0)[:, None, :]).to(work).mul_(self.frame_penalty)  # (G, Lmax, kg)
+                    cos.view(G, Lmax, N, kg).sub_(gap[:, :, None, :] * (pframe >= 0).view(G, Lmax, N, 1))
                 else:  # points are frame-major: one broadcast pass over (G, Lmax, N, kg)
                     gap = (ell[None, :, None] - fa[:, None, :]).abs() if linear else (ell[None, :, None] != fa[:, None, :])
                     cos.view(G, Lmax, N, kg).sub_(gap.to(work).mul_(self.frame_penalty)[:, :, None, :])
