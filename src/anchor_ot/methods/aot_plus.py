@@ -12,7 +12,11 @@ the options the sweep compared in brackets:
 2. **Static tokens merged over time first** is off [``static_tau``: as PruneVid
    arXiv 2412.16117 and HoliTom arXiv 2505.21334, a grid position whose consecutive
    same-position cosines in a clip all exceed ``static_tau`` becomes ONE point of
-   mass L, the mean of its L tokens].
+   mass L, the mean of its L tokens; ``static_span="run"``: runs of frames across
+   clips instead (:func:`static_runs`); ``static_cos="sketch"``: the test on the
+   sketch; ``static_place``: the point in the clip's first frame or in frame n mod L;
+   ``mass_weight``: mass-weighted k-center. Off because every variant puts
+   ``temporal`` below random's on the 13 tuning clips (``docs/aot.md``, "Static tokens")].
 3. **Budget**: ``K`` split exactly over clips by their points (= tokens without
    static merging), then over the frames of a clip [``budget="tokens"``].
 4. **Anchors for coverage**: farthest-point (k-center) selection in cosine
@@ -1075,7 +1079,8 @@ class AOTPlus(Reducer):
         # 4. initial anchors
         # frame slot of every point (-1 for static points: they stand for every frame of their clip)
         # ("spread": a static point counts as a token of its slot's frame)
-        pframe = torch.where(spt.view(C, Lmax, N) & (self.static_place != "frame"), -1, ell[None, :, None]).reshape(G, Q)
+        agnostic = spt.view(C, Lmax, N) & (self.static_place != "frame")
+        pframe = torch.where(agnostic, -1, ell[None, :, None]).reshape(G, Q)
         score = None
         if self.init == "attention" or (self.init == "kcenter" and self.score_weight > 0):
             g = video.global_scores if video.global_scores is not None else video.local_scores
@@ -1140,7 +1145,8 @@ class AOTPlus(Reducer):
                 if has_static:
                     # frame-major as below; rows of static points (frame -1) and columns of static-seeded
                     # anchors pay nothing (one (G, Lmax, N, kg) product instead of the general _cross)
-                    gap = (ell[None, :, None] - fa[:, None, :]).abs() if linear else (ell[None, :, None] != fa[:, None, :])
+                    fl = ell[None, :, None]
+                    gap = (fl - fa[:, None, :]).abs() if linear else (fl != fa[:, None, :])
                     gap = (gap * (fa >= 0)[:, None, :]).to(work).mul_(self.frame_penalty)  # (G, Lmax, kg)
                     cos.view(G, Lmax, N, kg).sub_(gap[:, :, None, :] * (pframe >= 0).view(G, Lmax, N, 1))
                 else:  # points are frame-major: one broadcast pass over (G, Lmax, N, kg)
