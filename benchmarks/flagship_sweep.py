@@ -80,6 +80,41 @@ SWEEP: dict[str, dict] = {
     "cut_tau=0.95 penalty step 0.015": {"cut_tau": 0.95, "penalty_shape": "step", "frame_penalty": 0.015},
     # temporal merge and clips (base: no static merge, clip length round(0.4 / r))
     "static_tau=0.9": {"static_tau": 0.9},
+    # static-token stage (stop 16): per clip ("static clip", = static_tau) or per run of frames across clips
+    # ("static run"); threshold; same-position cosines in full d or in the sketch ("sketch"); longest run;
+    # mass-weighted k-center
+    "static clip 0.8": {"static_tau": 0.8},
+    "static clip 0.85": {"static_tau": 0.85},
+    "static clip 0.95": {"static_tau": 0.95},
+    "static clip 0.8 sketch": {"static_tau": 0.8, "static_cos": "sketch"},
+    "static clip 0.85 sketch": {"static_tau": 0.85, "static_cos": "sketch"},
+    "static clip 0.9 sketch": {"static_tau": 0.9, "static_cos": "sketch"},
+    "static clip 0.9 mass 1": {"static_tau": 0.9, "mass_weight": 1.0},
+    # ... with each static point stored in frame n mod L of its clip (per-frame anchor split, output placement),
+    # still frame-agnostic in the cross-frame cost ("spread"), or also a token of that frame there ("frame")
+    "static clip 0.85 spread": {"static_tau": 0.85, "static_place": "spread"},
+    "static clip 0.9 spread": {"static_tau": 0.9, "static_place": "spread"},
+    "static clip 0.95 spread": {"static_tau": 0.95, "static_place": "spread"},
+    "static clip 0.9 sketch spread": {"static_tau": 0.9, "static_cos": "sketch", "static_place": "spread"},
+    "static clip 0.95 sketch spread": {"static_tau": 0.95, "static_cos": "sketch", "static_place": "spread"},
+    "static clip 0.9 spread mass 1": {"static_tau": 0.9, "static_place": "spread", "mass_weight": 1.0},
+    "static clip 0.9 frame": {"static_tau": 0.9, "static_place": "frame"},
+    # ... with K split over clips by tokens (budget="tokens"): the largest clip budget, and so the padded
+    # anchor count of every batched step, stays that of the base
+    "static clip 0.9 sketch spread tokens": {"static_tau": 0.9, "static_cos": "sketch", "static_place": "spread",
+                                             "budget": "tokens"},
+    # ... with a larger cross-frame cost (temporal: static means carry no frame evidence)
+    "static clip 0.9 sketch spread linear 0.02": {"static_tau": 0.9, "static_cos": "sketch", "static_place": "spread",
+                                                  "frame_penalty": 0.02},
+    "static clip 0.9 sketch spread tokens linear 0.02": {"static_tau": 0.9, "static_cos": "sketch",
+                                                         "static_place": "spread", "budget": "tokens",
+                                                         "frame_penalty": 0.02},
+    "static run 0.8": {"static_tau": 0.8, "static_span": "run"},
+    "static run 0.9": {"static_tau": 0.9, "static_span": "run"},
+    "static run 0.95": {"static_tau": 0.95, "static_span": "run"},
+    "static run 0.95 sketch": {"static_tau": 0.95, "static_span": "run", "static_cos": "sketch"},
+    "static run 0.9 window 8": {"static_tau": 0.9, "static_span": "run", "static_window": 8},
+    "static run 0.9 mass 1": {"static_tau": 0.9, "static_span": "run", "mass_weight": 1.0},
     "clips=dynamic": {"clips": "dynamic"},
     "clip_length=1": {"clip_length": 1},
     "clip_length=4": {"clip_length": 4},
@@ -184,28 +219,71 @@ def summarize(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def compact(rows: list[dict], retentions=(0.1, 0.05)) -> str:
+    """One markdown row per config: coverage / readout margins over the best peer (random-seed sds)
+    and temporal next to random's, at each of ``retentions`` (the goal's numbers in one table)."""
+    videos = sorted({r["video"] for r in rows})
+    stats = {}
+    for r in retentions:
+        sub = [x for x in rows if abs(x["retention"] - r) < 1e-9]
+
+        def vmean(label, metric, sub=sub):
+            vals = [x[metric] for x in sub if x["config"] == label]
+            return sum(vals) / len(vals) if vals else math.nan
+
+        seeds = sorted({x["config"] for x in sub if x["config"].startswith("random#")})
+        rand = {m: [vmean(s_, m) for s_ in seeds] for m in ("coverage", "readout", "temporal")}
+        present = [p for p in PEERS if any(x["config"] == p for x in sub)]
+        best = {m: max(present, key=lambda p, m=m: vmean(p, m)) for m in ("coverage", "readout")}
+        stats[r] = (vmean, {m: statistics.mean(v) for m, v in rand.items()},
+                    {m: statistics.stdev(v) for m, v in rand.items()}, best)
+    head = " | ".join(f"cov / read vs best peer {r:g}" for r in retentions)
+    temps = " / ".join(f"{stats[r][1]['temporal']:.3f}" for r in retentions)
+    peers = "; ".join(f"{r:g}: {stats[r][3]['coverage']} / {stats[r][3]['readout']}" for r in retentions)
+    out = [f"{len(videos)} clips: {', '.join(videos)}. Best peer (coverage / readout) {peers}.", "",
+           f"| config | {head} | temporal {' / '.join(f'{r:g}' for r in retentions)} (random {temps}) |",
+           "|---|" + "---|" * len(retentions) + "---|"]
+    labels = [c for c in dict.fromkeys(x["config"] for x in rows) if c.startswith("aot+")]
+    for c in labels:
+        cells, temp = [], []
+        for r in retentions:
+            vmean, mu, sd, best = stats[r]
+            z = [(vmean(c, m) - vmean(best[m], m)) / sd[m] for m in ("coverage", "readout")]
+            cells.append(f"{z[0]:+.1f} / {z[1]:+.1f}")
+            temp.append(f"{vmean(c, 'temporal'):.3f}")
+        out.append(f"| {c[5:]} | " + " | ".join(cells) + f" | {' / '.join(temp)} |")
+    return "\n".join(out)
+
+
 #: Configurations of the speed table (``--speed``): the sketch widths of the sweep, at LLM width.
 SPEED_CONFIGS = ("sketch_dim=None", "sketch pca 32", "sketch pca 64", "sketch pca 96", "sketch pca 128",
                  "sketch random 128")
 
 
 def speed(threads: int, repeats: int, dtypes, frames: int = 32, dim: int = 3584, retention: float = 0.1,
-          log=print) -> str:
+          log=print, configs=SPEED_CONFIGS, still: float = 0.0) -> str:
     """``aot+`` reduce time per sketch width vs the compute floor and vs ``aot``, in one process.
 
     The setting and the floor are those of ``benchmarks/reduce_speed.py`` (issue 12): F=32, N=196
     (14x14), d=3584, random tokens and scores with seed 0; the floor is the two fp32 batched products
     anchors x tokens and plan x tokens with AOT's per-frame anchor count. Every call of every config
-    alternates with a floor call (2 warm-up rounds, then ``repeats``); ratios of medians."""
+    alternates with a floor call (2 warm-up rounds, then ``repeats``); ratios of medians.
+    ``still``: this fraction of the grid positions holds frame 0's token in every frame (plus 1 % noise),
+    so a static-token stage finds static positions (random tokens have none); the floor is unchanged."""
     from anchor_ot.types import VideoTokens
 
     torch.set_num_threads(threads)
     F, N, d = frames, 196, dim
     X, gs, ls, floor, M = floor_setting(F, (14, 14), d, retention)
+    if still > 0:  # in place: the floor's products read the same tensor, their cost does not change
+        n = int(round(still * N))
+        gen = torch.Generator().manual_seed(1)
+        X[:, :n] = X[:1, :n] + 0.01 * torch.randn(F, n, d, generator=gen)
 
     reds = {"aot": methods.get("aot", retention=retention), "aot+ defaults": methods.get("aot+", retention=retention)}
-    reds.update({f"aot+ {c}": methods.get("aot+", retention=retention, **SWEEP[c]) for c in SPEED_CONFIGS})
+    reds.update({f"aot+ {c}": methods.get("aot+", retention=retention, **SWEEP[c]) for c in configs})
     lines = [f"torch {torch.__version__}, threads {threads}, F={F}, N={N}, d={d}, retention {retention}, "
+             f"still positions {still:g}, "
              f"load average {os.getloadavg()[0]:.1f}; floor in fp32", "",
              "| config | input dtype | reduce ms | floor ms | ratio to floor | x aot |", "|---|---|---:|---:|---:|---:|"]
     for dtype in dtypes:
@@ -257,14 +335,19 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="sweep-results")
     p.add_argument("--speed", action="store_true",
-                   help="instead of the sweep: the speed table per sketch width at d=3584 (random tokens)")
+                   help="instead of the sweep: the speed table at d=3584 (random tokens) of --configs "
+                        "(default: the sketch widths)")
     p.add_argument("--from-csv", nargs="+", default=None, metavar="ROWS",
                    help="print the summary of these rows.csv files (merged) instead of running")
+    p.add_argument("--compact", action="store_true",
+                   help="with --from-csv: one row per aot+ config (margins over the best peer, temporal)")
     p.add_argument("--peers", default=None,
                    help="comma-separated peers to score (default: all of PEERS; the best peer is taken among them)")
     p.add_argument("--clip-speed", action="store_true",
                    help="instead of the sweep: thread CPU time of aot and --configs (default: base, "
                         "sketch_dim=None) on --videos (default: the bundled clips)")
+    p.add_argument("--still", type=float, default=0.0,
+                   help="--speed: fraction of grid positions held still over the video (static tokens)")
     p.add_argument("--dtypes", nargs="+", default=["float32"], help="input dtypes of --speed")
     a = p.parse_args()
     if a.from_csv:  # re-summarize rows of earlier runs (e.g. videos split over processes)
@@ -273,10 +356,14 @@ def main() -> None:
             with open(f, newline="") as fh:
                 for r in csv.DictReader(fh):
                     rows.append({k: (v if k in ("video", "config") else float(v)) for k, v in r.items()})
-        print(summarize(rows))
+        # one row per (video, config, retention): the references re-run by several files count once
+        rows = list({(r["video"], r["config"], r["retention"]): r for r in reversed(rows)}.values())[::-1]
+        print(compact(rows) if a.compact else summarize(rows))
         return
     if a.speed:
-        print(speed(a.threads, a.repeats, a.dtypes))
+        print(speed(a.threads, a.repeats, a.dtypes,
+                    configs=SPEED_CONFIGS if a.configs == "all" else [c.strip() for c in a.configs.split(",")],
+                    still=a.still))
         return
     if a.clip_speed:
         torch.set_num_threads(a.threads)

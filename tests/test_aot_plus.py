@@ -43,7 +43,17 @@ OPTIONS = [{}, {"assign": "ot"}, {"assign": "ot", "anchor_marginal": "uniform"},
            {"clip_length": 3}, {"budget": "tokens"}, {"output": "medoid"}, {"score_weight": 1.0},
            {"frame_penalty": 0.0}, {"frame_penalty": 5.0}, {"iters": 1}, {"cut_tau": 0.99},
            {"clip_rule": "divisor"}, {"sketch_dim": 3}, {"sketch_dim": 3, "sketch": "random"},
-           {"sketch_dim": 3, "static_tau": 0.5}, {"sketch_dim": 3, "group": "frame"}, {"sketch_dim": None}]
+           {"sketch_dim": 3, "static_tau": 0.5}, {"sketch_dim": 3, "group": "frame"}, {"sketch_dim": None},
+           # static-token stage (stop 16): runs across clips, their window, sketch cosines, mass-weighted k-center
+           {"static_tau": 0.5, "static_span": "run"}, {"static_tau": 0.5, "static_span": "run", "static_window": 2},
+           {"static_tau": 0.5, "static_span": "run", "clip_length": 3},
+           {"static_tau": 0.5, "static_span": "run", "group": "frame"},
+           {"static_tau": 0.5, "static_span": "run", "clips": "dynamic"},
+           {"sketch_dim": 3, "static_tau": 0.5, "static_span": "run"},
+           {"sketch_dim": 3, "static_tau": 0.5, "static_span": "run", "static_cos": "sketch"},
+           {"sketch_dim": 3, "static_tau": 0.5, "static_cos": "sketch"},
+           {"static_tau": 0.5, "mass_weight": 1.0}, {"static_tau": 0.5, "static_span": "run", "mass_weight": 2.0,
+                                                     "init": "kcenter"}]
 
 
 @pytest.mark.parametrize("opts", OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default")
@@ -677,3 +687,159 @@ def test_static_positions_blocked_matches_one_block(monkeypatch):
     whole = static_positions(x, clip_of, 3, 0.9)
     monkeypatch.setattr(ap, "BLOCK_BYTES", 1)  # one frame pair per block
     assert torch.equal(static_positions(x, clip_of, 3, 0.9), whole) and bool(whole[:, :3].all())
+
+
+# -- static-token stage over runs of frames (issue 11, stop 16) ------------------------------------
+
+def test_adjacent_cosines_match_torch_cosine_similarity():
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(6, 7, 9, generator=g, dtype=torch.float64)
+    want = torch.nn.functional.cosine_similarity(x[1:], x[:-1], dim=-1)
+    torch.testing.assert_close(aot_plus.adjacent_cosines(x), want)
+
+
+def _runs_loop(adj, tau, W):
+    """Plain loop reference of static_runs' rep and length for a fixed window W."""
+    F, N = adj.shape[0] + 1, adj.shape[1]
+    rep = torch.empty(F, N, dtype=torch.long)
+    for n in range(N):
+        first = 0
+        for f in range(F):
+            if f == 0 or f % W == 0 or not adj[f - 1, n] > tau:
+                first = f
+            rep[f, n] = first * N + n
+    length = torch.zeros(F * N, dtype=torch.long)
+    for r in rep.reshape(-1).tolist():
+        length[r] += 1
+    return rep, length.view(F, N)
+
+
+def test_static_runs_match_a_loop_and_respect_the_window():
+    """Catches: a run not broken where one consecutive cosine is low (a cut in the middle of the
+    video), a run crossing a window boundary, lengths counted at the wrong token."""
+    adj = torch.tensor([[0.99, 0.10, 0.99], [0.99, 0.99, 0.50], [0.20, 0.99, 0.99],
+                        [0.99, 0.99, 0.99], [0.99, 0.30, 0.99]])  # (F - 1 = 5, N = 3)
+    for window, W in [(None, 6), (4, 4), (2, 2), (1, 1)]:
+        rep, length, used = aot_plus.static_runs(adj, 0.9, window)
+        assert used == W
+        want_rep, want_len = _runs_loop(adj, 0.9, W)
+        assert torch.equal(rep, want_rep) and torch.equal(length, want_len)
+    rep, length, _ = aot_plus.static_runs(adj, 0.9)
+    # position 0: frames 0-2 one run (mass 3), frames 3-5 another (mass 3)
+    assert rep[:, 0].tolist() == [0, 0, 0, 9, 9, 9] and length[:, 0].tolist() == [3, 0, 0, 3, 0, 0]
+
+
+def test_static_runs_halve_the_window_until_enough_points_remain():
+    """A still video: one run per position would leave N points; with min_points > N the window
+    halves (32 -> 16 -> 8 ...) until the runs leave at least that many points."""
+    F, N = 32, 5
+    adj = torch.ones(F - 1, N)
+    _, length, W = aot_plus.static_runs(adj, 0.9, None, min_points=N)
+    assert W == 32 and int((length > 0).sum()) == N
+    _, length, W = aot_plus.static_runs(adj, 0.9, None, min_points=3 * N)
+    assert W == 8 and int((length > 0).sum()) == 4 * N  # 16 gives 2 N < 3 N points; 8 gives 4 N
+    _, length, W = aot_plus.static_runs(adj, 0.9, None, min_points=F * N)
+    assert W == 1 and bool((length == 1).all())  # nothing can merge
+
+
+def _still_background_video(F=8, grid=(3, 4), d=12, seed=0):
+    """Positions 0-5 hold one fixed token each for the whole video (a still background); the other
+    positions change completely every frame."""
+    g = torch.Generator().manual_seed(seed)
+    N = grid[0] * grid[1]
+    x = torch.randn(F, N, d, generator=g, dtype=torch.float64)
+    x[:, :6] = torch.randn(1, 6, d, generator=g, dtype=torch.float64)
+    return VideoTokens(x, grid)
+
+
+def test_static_runs_merge_a_still_position_across_clips_into_one_output():
+    """A position still for the whole video becomes ONE point across its 4 clips (mass F): its F
+    tokens all go to the same output token; the per-clip rule keeps one point per clip, so they
+    spread over 4 outputs. Catches a follower mapped to the point of its own clip or of the wrong
+    position (flat_cq / rep_cq), and the cross-clip output placement."""
+    video = _still_background_video()
+    F, N = 8, 12
+    kw = dict(retention=40 / (F * N), static_tau=0.95, clip_length=2, frame_penalty=0.0, sketch_dim=None)
+    run = AOTPlus(static_span="run", **kw)(video)
+    clip = AOTPlus(**kw)(video)
+    assert run.info["static_window"] == F and run.info["static_points"] == 6
+    assert run.info["static_tokens"] == 6 * F
+    a = run.assignment.view(F, N)
+    for n in range(6):
+        assert a[:, n].unique().numel() == 1  # one output for the whole run
+    assert clip.assignment.view(F, N)[:, 0].unique().numel() == 4  # one per clip of 2 frames
+    # every output is the plain mean of its tokens (the merged run included)
+    x = video.tokens.reshape(F * N, -1)
+    sums = torch.zeros_like(run.tokens).index_add_(0, run.assignment, x)
+    torch.testing.assert_close(run.tokens, sums / run.mass[:, None])
+    assert run.num_tokens == 40
+
+
+def test_static_cos_sketch_of_low_rank_tokens_equals_full_cosines():
+    """Tokens of rank 5 in d = 40: a width-5 PCA sketch keeps every cosine and norm, so the sketch
+    static test and the estimated static-mean norms give the full-d result (per clip and per run).
+    Catches a wrong norm estimate (ratio upside down, sketch norm of the mean instead of the mean of
+    norms) and a static test on unnormalized sketches."""
+    g = torch.Generator().manual_seed(2)
+    base = _low_rank(F=6, rank=5, seed=4).tokens
+    x = base.clone()
+    x[:, :10] = base[:1, :10] * (1 + 0.01 * torch.rand(6, 10, 1, generator=g, dtype=base.dtype))  # 10 still
+    video = VideoTokens(x, (5, 6))
+    for span in ("clip", "run"):
+        kw = dict(retention=0.2, static_tau=0.99, static_span=span, sim_dtype="float32", sketch_dim=5)
+        full = AOTPlus(static_cos="full", **kw)(video)
+        sk = AOTPlus(static_cos="sketch", **kw)(video)
+        assert full.info.get("static_positions", full.info.get("static_points")) > 0
+        assert torch.equal(sk.assignment, full.assignment) and torch.equal(sk.source_index, full.source_index)
+        torch.testing.assert_close(sk.tokens, full.tokens, atol=1e-10, rtol=1e-10)
+
+
+def test_mass_weight_prefers_the_heavy_point_as_next_anchor():
+    """Two candidates equally far from the first anchor: without a boost the first in index order
+    wins the tie; with the heavy candidate's boost it is picked (catches a boost that is ignored or
+    applied to the chosen anchors' similarities instead of the gains)."""
+    u = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]])
+    valid = torch.ones(1, 3, dtype=torch.bool)
+    start = torch.tensor([0])
+    plain = kcenter_anchors(u, valid, torch.tensor([2]), start=start)
+    heavy = kcenter_anchors(u, valid, torch.tensor([2]), start=start, boost=torch.tensor([[1.0, 1.0, 4.0]]))
+    assert plain[0].tolist() == [0, 1] and heavy[0].tolist() == [0, 2]
+    # rounds: one subgroup of 3 points, 2 picks
+    r_plain = kcenter_rounds(u.view(1, 1, 3, 3), valid.view(1, 1, 3), torch.tensor([[2]]))
+    r_heavy = kcenter_rounds(u.view(1, 1, 3, 3), valid.view(1, 1, 3), torch.tensor([[2]]),
+                             boost=torch.tensor([[1.0, 1.0, 4.0]]))
+    assert r_plain[0].tolist() == [0, 1] and r_heavy[0].tolist() == [0, 2]  # first pick: nearest the mean (tie: 0)
+
+
+def test_static_runs_with_half_input_equal_float32():
+    v32 = _still_background_video()
+    v32 = VideoTokens(v32.tokens.float(), v32.grid)
+    vh = VideoTokens(v32.tokens.to(torch.bfloat16), v32.grid)
+    v = VideoTokens(vh.tokens.float(), v32.grid)
+    for kw in ({"sketch_dim": 6}, {"sketch_dim": None}, {"sketch_dim": 6, "static_cos": "sketch"}):
+        red = AOTPlus(retention=0.3, static_tau=0.95, static_span="run", clip_length=2, **kw)
+        a, b = red(vh), red(v)
+        assert a.info["static_points"] > 0
+        assert torch.equal(a.assignment, b.assignment) and torch.equal(a.source_index, b.source_index)
+        assert torch.equal(a.tokens, b.tokens.to(torch.bfloat16))
+
+
+@pytest.mark.parametrize("place", ["spread", "frame"])
+def test_static_place_spread_puts_position_n_in_frame_n_mod_L(place):
+    """K = the number of points: every point is its own output, so a static position's output sits
+    where its point sits: frame n mod L of the clip with "spread"/"frame" (every frame keeps a share
+    of the background), whereas "first" keeps them all in the clip's first frame's slot (any frame
+    for its placement). Catches a slot computed from the wrong length, followers not mapped to the
+    slot, and the placement ignoring the slot."""
+    video = _still_background_video(F=8)
+    F, N, L = 8, 12, 4
+    K = F * N - 2 * 6 * (L - 1)  # 6 static positions, 2 clips of 4 frames
+    out = AOTPlus(retention=K / (F * N), static_tau=0.95, clip_length=L, static_place=place, frame_penalty=0.0,
+                  sketch_dim=None)(video)
+    assert out.num_tokens == K and out.info["static_positions"] == 12
+    a = out.assignment.view(F, N)
+    for c in range(2):
+        for n in range(6):
+            row = a[c * L:(c + 1) * L, n]
+            assert row.unique().numel() == 1
+            assert int(out.source_index[row[0]]) == (c * L + n % L) * N + n

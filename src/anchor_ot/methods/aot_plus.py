@@ -12,7 +12,11 @@ the options the sweep compared in brackets:
 2. **Static tokens merged over time first** is off [``static_tau``: as PruneVid
    arXiv 2412.16117 and HoliTom arXiv 2505.21334, a grid position whose consecutive
    same-position cosines in a clip all exceed ``static_tau`` becomes ONE point of
-   mass L, the mean of its L tokens].
+   mass L, the mean of its L tokens; ``static_span="run"``: runs of frames across
+   clips instead (:func:`static_runs`); ``static_cos="sketch"``: the test on the
+   sketch; ``static_place``: the point in the clip's first frame or in frame n mod L;
+   ``mass_weight``: mass-weighted k-center. Off because every variant puts
+   ``temporal`` below random's on the 13 tuning clips (``docs/aot.md``, "Static tokens")].
 3. **Budget**: ``K`` split exactly over clips by their points (= tokens without
    static merging), then over the frames of a clip [``budget="tokens"``].
 4. **Anchors for coverage**: farthest-point (k-center) selection in cosine
@@ -86,7 +90,8 @@ from anchor_ot.ot import sinkhorn
 from anchor_ot.segment import dynamic_segments, transition_similarity, uniform_segments
 from anchor_ot.types import ReducedVideo, VideoTokens
 
-__all__ = ["AOTPlus", "kcenter_anchors", "kcenter_rounds", "static_positions", "group_budget", "sketch_basis",
+__all__ = ["AOTPlus", "kcenter_anchors", "kcenter_rounds", "static_positions", "static_runs", "adjacent_cosines",
+           "group_budget", "sketch_basis",
            "project", "token_means"]
 
 CLIP_MODES = ("uniform", "dynamic")
@@ -135,6 +140,84 @@ def static_positions(x: torch.Tensor, clip_of: torch.Tensor, num_clips: int, tau
     low = torch.full((num_clips, N), float("inf"), dtype=adj.dtype, device=dev)
     low.scatter_reduce_(0, clip_of[:-1, None].expand(F - 1, N), adj, reduce="amin", include_self=True)
     return torch.isfinite(low) & (low > tau)
+
+
+def adjacent_cosines(x: torch.Tensor) -> torch.Tensor:
+    """Cosine of every token with the token at the same grid position in the next frame.
+
+    Parameters
+    ----------
+    x : torch.Tensor, shape (F, N, d), float16, bfloat16, float32 or float64
+        Tokens (need not be unit norm); fp16/bf16 converted a block of frames at a time.
+
+    Returns
+    -------
+    torch.Tensor, shape (F - 1, N), working dtype of ``x``
+        ``cos(x[f, n], x[f + 1, n])``. Built block by block of frames (no (F, N, d) temporary).
+    """
+    F, N, d = x.shape
+    work = work_dtype(x.dtype)
+    adj = torch.empty(max(F - 1, 0), N, dtype=work, device=x.device)
+    for b in _blocks(F - 1, N * d * adj.element_size()):  # blocks of frames, not tokens
+        u = unit_rows(x[b.start:b.stop + 1].to(work))
+        adj[b] = (u[1:] * u[:-1]).sum(-1)
+    return adj
+
+
+def static_runs(adj: torch.Tensor, tau: float, window: int | None = None,
+                min_points: int = 0) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Runs of consecutive frames in which a grid position stays put, each to become ONE point.
+
+    A token continues the run of the token at its position in the previous frame when their
+    cosine exceeds ``tau`` and the two frames lie in the same window of ``W`` frames (windows
+    start at multiples of ``W``). Unlike :func:`static_positions` (a position is static through a
+    whole clip or not at all; HoliTom's rule, arXiv 2505.21334), a run may start and end anywhere,
+    so a background that a person crosses stays merged before and after the crossing, and a run
+    may span several of :class:`AOTPlus`'s clips (our choice; PruneVid, arXiv 2412.16117, and
+    HoliTom merge a position over a whole temporal window).
+
+    Parameters
+    ----------
+    adj : torch.Tensor, shape (F - 1, N)
+        Same-position cosines of consecutive frames (:func:`adjacent_cosines`).
+    tau : float
+        Threshold.
+    window : int or None, default None
+        Longest run W, in frames (None: the whole video, W = F).
+    min_points : int, default 0
+        Points (= runs) wanted at least, e.g. the budget K: while merging would leave fewer,
+        W is halved (ceil), down to W = 1 (no merge).
+
+    Returns
+    -------
+    rep : torch.LongTensor, shape (F, N)
+        Flat index ``f0 * N + n`` of the first token of every token's run (its own index
+        when it starts a run).
+    length : torch.LongTensor, shape (F, N)
+        At a run's first token, the run's length (its mass); 0 elsewhere.
+    W : int
+        The window used.
+    """
+    F = adj.shape[0] + 1
+    N = adj.shape[1]
+    dev = adj.device
+    link = adj > tau  # (F - 1, N): frame f + 1 continues frame f's run
+    f1 = torch.arange(1, F, device=dev)
+    ws = [min(F, window or F)]
+    while ws[-1] > 1:
+        ws.append((ws[-1] + 1) // 2)
+    wt = torch.tensor(ws, device=dev)
+    cut = (f1[None, :] % wt[:, None]) == 0  # (M, F - 1): frame f starts a new window
+    points = (F * N - (link[None] & ~cut[..., None]).sum((1, 2))).tolist()  # one host sync
+    pick = next((i for i, n in enumerate(points) if n >= min_points), len(ws) - 1)
+    W = ws[pick]
+    start = torch.ones(F, N, dtype=torch.bool, device=dev)
+    start[1:] = ~(link & ~cut[pick][:, None])
+    fr = torch.arange(F, device=dev)[:, None].expand(F, N)
+    first = torch.where(start, fr, torch.zeros_like(fr)).cummax(0).values  # frame of each run's first token
+    rep = first * N + torch.arange(N, device=dev)
+    length = torch.bincount(rep.reshape(-1), minlength=F * N).view(F, N)
+    return rep, length, W
 
 
 def group_budget(total: int, weights: torch.Tensor, caps: torch.Tensor) -> torch.Tensor:
@@ -358,7 +441,7 @@ def _cross(fa: torch.Tensor, fp: torch.Tensor, linear: bool = False) -> torch.Te
 
 def kcenter_anchors(u: torch.Tensor, valid: torch.Tensor, counts: torch.Tensor, score: torch.Tensor | None = None,
                     weight: float = 0.0, start: torch.Tensor | None = None, frame: torch.Tensor | None = None,
-                    penalty: float = 0.0, linear: bool = False) -> torch.Tensor:
+                    penalty: float = 0.0, linear: bool = False, boost: torch.Tensor | None = None) -> torch.Tensor:
     """Greedy farthest-point (k-center) selection in cosine distance, batched over groups.
 
     Parameters
@@ -385,6 +468,9 @@ def kcenter_anchors(u: torch.Tensor, valid: torch.Tensor, counts: torch.Tensor, 
         Cross-frame penalty in cosine units.
     linear : bool, default False
         Penalty ``penalty * |frame difference|`` instead of ``penalty * [frames differ]``.
+    boost : torch.Tensor, shape (B, P), optional
+        Positive factor on every point's gain (e.g. its mass to a power: mass-weighted
+        farthest-point); the next anchor maximizes ``(1 - max_cos_to_chosen) * boost``.
 
     Returns
     -------
@@ -415,6 +501,8 @@ def kcenter_anchors(u: torch.Tensor, valid: torch.Tensor, counts: torch.Tensor, 
             gain = (1.0 - best).clamp_min(0)
             if s is not None:
                 gain = gain * s
+            if boost is not None:
+                gain = gain * boost
             pick = gain.masked_fill(blocked, -1.0).argmax(1)
         picks[:, t] = pick
         blocked[ar, pick] = True
@@ -427,7 +515,7 @@ def kcenter_anchors(u: torch.Tensor, valid: torch.Tensor, counts: torch.Tensor, 
 
 
 def kcenter_rounds(u: torch.Tensor, valid: torch.Tensor, counts: torch.Tensor, frame: torch.Tensor | None = None,
-                   penalty: float = 0.0, linear: bool = False) -> torch.Tensor:
+                   penalty: float = 0.0, linear: bool = False, boost: torch.Tensor | None = None) -> torch.Tensor:
     """Farthest-point selection in rounds: one pick per subgroup (frame slot) per round.
 
     A cheaper relative of :func:`kcenter_anchors` for groups made of S subgroups of M
@@ -445,8 +533,8 @@ def kcenter_rounds(u: torch.Tensor, valid: torch.Tensor, counts: torch.Tensor, f
     valid : torch.BoolTensor, shape (B, S, M)
     counts : torch.LongTensor, shape (B, S)
         Picks per subgroup, each ``<= valid.sum(-1)``.
-    frame, penalty, linear
-        As :func:`kcenter_anchors`; ``frame`` has shape (B, S * M).
+    frame, penalty, linear, boost
+        As :func:`kcenter_anchors`; ``frame`` and ``boost`` have shape (B, S * M).
 
     Returns
     -------
@@ -467,19 +555,27 @@ def kcenter_rounds(u: torch.Tensor, valid: torch.Tensor, counts: torch.Tensor, f
     offs = torch.arange(S, device=dev) * M
     picks = torch.empty(B, rounds, S, dtype=torch.long, device=dev)
     ar = torch.arange(B, device=dev)[:, None]
-    pen_sub = None
-    if penalty > 0 and frame is not None and bool((frame >= 0).all()):
-        # no frame-agnostic point: a pick's frame is its subgroup's, so the penalty rows are fixed
-        sub_frame = frame.view(B, S, M)[..., 0]  # (B, S)
-        pen_sub = _cross(sub_frame[..., None], frame[:, None, :], linear).to(acc).mul_(penalty)  # (B, S, S*M)
+    pen_sub = free = None
+    if penalty > 0 and frame is not None:
+        fv = frame.view(B, S, M)
+        sub_frame = fv.amax(-1)  # (B, S)
+        if bool(((fv == sub_frame[..., None]) | (fv < 0)).all()):
+            # every point of a subgroup is in its frame or frame-agnostic (-1, a static point): a pick's
+            # penalty row is its subgroup's, or zero for a frame-agnostic pick, so the rows are fixed
+            pen_sub = _cross(sub_frame[..., None], frame[:, None, :], linear).to(acc).mul_(penalty)  # (B, S, S*M)
+            if bool((frame < 0).any()):
+                free = frame >= 0  # (B, S*M): picks that pay their row
     for s_ in range(S):  # round 0, frame by frame, so the first picks of the frames see each other
         if s_ > 0:
-            gain = (1.0 - best).clamp_min(0).masked_fill(blocked, -1.0).view(B, S, M)[:, s_]
+            gain = (1.0 - best).clamp_min(0)
+            if boost is not None:
+                gain = gain * boost
+            gain = gain.masked_fill(blocked, -1.0).view(B, S, M)[:, s_]
             pick[:, s_] = gain.argmax(1)
         idx = offs[s_] + pick[:, s_]  # (B,)
         sim = torch.matmul(flat[ar[:, 0], idx][:, None, :], ut).squeeze(1).to(acc)  # (B, S*M)
         if pen_sub is not None:
-            sim = sim - pen_sub[:, s_]
+            sim = sim - (pen_sub[:, s_] if free is None else pen_sub[:, s_] * free.gather(1, idx[:, None]))
         elif penalty > 0 and frame is not None:
             sim = sim - penalty * _cross(frame.gather(1, idx[:, None]), frame, linear)
         on = counts[:, s_] > 0
@@ -488,13 +584,16 @@ def kcenter_rounds(u: torch.Tensor, valid: torch.Tensor, counts: torch.Tensor, f
     picks[:, 0] = offs + pick
     for t in range(1, rounds):  # later rounds, each one batched (S x d) by (d x S*M) product
         active = counts > t  # (B, S)
-        gain = (1.0 - best).clamp_min(0).masked_fill(blocked, -1.0).view(B, S, M)
+        gain = (1.0 - best).clamp_min(0)
+        if boost is not None:
+            gain = gain * boost
+        gain = gain.masked_fill(blocked, -1.0).view(B, S, M)
         pick = gain.argmax(2)
         idx = offs + pick  # (B, S)
         picks[:, t] = idx
         sim = torch.matmul(flat[ar, idx], ut).to(acc)  # (B, S, S*M)
         if pen_sub is not None:
-            sim.sub_(pen_sub)
+            sim.sub_(pen_sub if free is None else pen_sub * free.gather(1, idx)[..., None])
         elif penalty > 0 and frame is not None:
             sim = sim - penalty * _cross(frame.gather(1, idx)[..., None], frame[:, None, :], linear)
         best = torch.maximum(best, sim.masked_fill_(~active[..., None], -2.0).amax(1))
@@ -545,8 +644,43 @@ class AOTPlus(Reducer):
     seg_c : int, default 8
         DySeg minimum number of clips.
     static_tau : float or None, default None
-        Same-position cosine above which a position is static through a clip and
-        becomes one point; None = no temporal merge.
+        Same-position cosine above which tokens count as static and are merged into
+        one point (mass = how many, position = the first); None = no temporal merge.
+    static_span : {"clip", "run"}, default "clip"
+        What merges: ``"clip"``: a position static through a whole clip (every
+        consecutive cosine > ``static_tau``, :func:`static_positions`) becomes one
+        point of the clip; ``"run"``: every run of consecutive frames whose
+        same-position cosines exceed ``static_tau`` becomes one point
+        (:func:`static_runs`), also across clips (the point joins the clip of the
+        run's first frame), so a background still for the whole video is one point,
+        not one per clip. On the sketch path the consecutive cosines are taken in the
+        sketch (cosine of the projections).
+    static_window : int or None, default None
+        ``static_span="run"``: longest run in frames (None: the whole video). Halved
+        while the merge would leave fewer points than the budget K.
+    static_cos : {"full", "sketch"}, default "full"
+        With a sketch (``sketch_dim``): the same-position cosines of the static test
+        in full d, or between the sketches (cosine of the projections: no extra pass
+        over the tokens at full d); ``"sketch"`` also estimates the full-d norm of a
+        static mean as ``|mean sketch| x mean token norm / mean sketch norm`` of its
+        members instead of taking it in full d. ``static_span="run"`` always
+        estimates the norms so.
+    static_place : {"first", "spread", "frame"}, default "first"
+        ``static_span="clip"``: where a static point sits. ``"first"``: in the clip's
+        first frame, standing for every frame of the clip (no cross-frame cost to any
+        anchor; an anchor seeded on it places its output in any frame). ``"spread"``:
+        the point of position n sits in frame ``n mod L`` of its clip of L frames: the
+        per-frame split of the clip's anchors (``init="kcenter-frame"``) counts it there,
+        and an anchor seeded on it puts its output in that frame (the member nearest
+        the mean among that frame's; any frame if none is left), while it still stands
+        for every frame in the cross-frame cost; so every frame keeps an even share of
+        the static background and with it its temporal evidence (``docs/aot.md``,
+        "Static tokens"). ``"frame"``: as "spread", and it also counts as a token of
+        that frame in the cross-frame cost.
+    mass_weight : float, default 0.0
+        Mass-weighted farthest-point selection: a point's k-center gain is multiplied
+        by ``mass ** mass_weight`` (0 = every point alike; > 0 favours merged static
+        points as anchors).
     frame_penalty : float, default 0.01
         Spatio-temporal cost: ``1 - cos + frame_penalty * |f_anchor - f_point|`` between
         an anchor (the frame of its medoid) and a point, in k-center selection and
@@ -632,6 +766,11 @@ class AOTPlus(Reducer):
     seg_tau: float = 0.8
     seg_c: int = 8
     static_tau: float | None = None
+    static_span: str = "clip"
+    static_window: int | None = None
+    static_cos: str = "full"
+    static_place: str = "first"
+    mass_weight: float = 0.0
     frame_penalty: float = 0.01
     penalty_shape: str = "linear"
     group: str = "clip"
@@ -676,6 +815,12 @@ class AOTPlus(Reducer):
         self.seg_c = check_int("seg_c", self.seg_c, low=1)
         if self.static_tau is not None:
             self.static_tau = check_number("static_tau", self.static_tau, low=-1.0, high=1.0)
+        self.static_span = check_choice("static_span", self.static_span, ("clip", "run"))
+        if self.static_window is not None:
+            self.static_window = check_int("static_window", self.static_window, low=1)
+        self.static_cos = check_choice("static_cos", self.static_cos, ("full", "sketch"))
+        self.static_place = check_choice("static_place", self.static_place, ("first", "spread", "frame"))
+        self.mass_weight = check_number("mass_weight", self.mass_weight, low=0.0)
         self.frame_penalty = check_number("frame_penalty", self.frame_penalty, low=0.0)
         self.penalty_shape = check_choice("penalty_shape", self.penalty_shape, ("step", "linear"))
         self.group = check_choice("group", self.group, GROUPS)
@@ -778,23 +923,62 @@ class AOTPlus(Reducer):
             t = X.view(C, P, d)[b] if uniform else Xf[pos[b]]
             return t if t.dtype == work else t.to(work)
 
-        # 2. static positions -> one point of mass L (the clip's first-frame slot)
+        low = torch.bfloat16 if self.sim_dtype == "bfloat16" else None
+        if width is not None:  # the sketch (used from step 2 on by static runs, from step 4 on otherwise)
+            basis = sketch_basis(Xf, width, self.sketch, self.seed, gram_dtype=low)  # (d, k)
+            width = basis.shape[1]
+            Z, xnorm = project(X, basis, low, with_norms=True)  # (F, N, k), (F, N), working dtype
+
+        # 2. static tokens -> one point each: per clip (a static position's first-frame slot, mass L)
+        # or per run of frames (the run's first token, mass = run length; possibly in another clip)
+        ar_c = torch.arange(C, device=dev)[:, None]
         static = torch.zeros(C, N, dtype=torch.bool, device=dev)
-        if self.static_tau is not None and Lmax > 1:
-            static = static_positions(X, clip_of, C, self.static_tau)
+        runs = self.static_tau is not None and self.static_span == "run" and F > 1
+        run_len = None
+        if self.static_tau is not None and not runs and Lmax > 1:
+            sk = width is not None and self.static_cos == "sketch"
+            static = static_positions(Z if sk else X, clip_of, C, self.static_tau)
             n_points = int((lengths * N).sum() - ((lengths - 1)[:, None] * static).sum())
             if n_points < num_kept:
                 static.zero_()
                 info["static_note"] = f"static merge off: {n_points} points < K={num_kept}"
-        info["static_positions"] = int(static.sum())
-        follower = (static[:, None, :] & (ell[None, :, None] > 0)).reshape(C, P) & valid_tok
-        valid = valid_tok & ~follower
-        weight = valid.to(work) * torch.where(static[:, None, :], lengths[:, None, None], 1).expand(C, Lmax, N).reshape(
-            C, P).to(work)
-        has_static = bool(static.any())
-        # representative point of every token: itself, or its clip's first-frame slot when static
-        rep = torch.arange(P, device=dev).expand(C, P)
-        rep = torch.where(follower, rep % N, rep)
+        if runs:
+            if width is None or self.static_cos == "full":
+                adj = adjacent_cosines(X)
+            else:  # cosines of the sketches (F - 1, N): no full-d pass
+                zn = unit_rows(Z)
+                adj = (zn[1:] * zn[:-1]).sum(-1)
+                del zn
+            rep_flat, run_len, W = static_runs(adj, self.static_tau, self.static_window, num_kept)
+            rep_flat, run_len = rep_flat.reshape(F * N), run_len.reshape(F * N)
+            fr = torch.arange(F, device=dev)
+            flat_cq = (clip_of[:, None] * P + (fr - starts[clip_of])[:, None] * N
+                       + torch.arange(N, device=dev)[None]).reshape(F * N)  # clip-layout index of every token
+            rep_cq = torch.where(valid_tok, flat_cq[rep_flat][pos], ar_c * P + torch.arange(P, device=dev))
+            valid = valid_tok & (rep_flat[pos] == pos)
+            weight = valid.to(work) * run_len[pos].to(work)
+            spt = valid & (run_len[pos] > 1)  # (C, P) points that stand for several tokens
+            has_static = bool(spt.any())
+            info["static_window"] = W
+            info["static_points"] = int(spt.sum())
+            info["static_tokens"] = int(run_len[run_len > 1].sum())
+        else:
+            info["static_positions"] = int(static.sum())
+            # frame slot of each static point: the clip's first frame, or position n in slot n mod L
+            slot = torch.zeros(C, N, dtype=torch.long, device=dev)
+            if self.static_place != "first":
+                slot = torch.arange(N, device=dev)[None, :] % lengths[:, None]
+            at = static[:, None, :] & (ell[None, :, None] == slot[:, None, :])  # (C, Lmax, N) static points
+            follower = (static[:, None, :] & ~at).reshape(C, P) & valid_tok
+            valid = valid_tok & ~follower
+            weight = valid.to(work) * torch.where(static[:, None, :], lengths[:, None, None], 1).expand(
+                C, Lmax, N).reshape(C, P).to(work)
+            has_static = bool(static.any())
+            spt = at.reshape(C, P)
+            # representative point of every token: itself, or its position's slot in the clip when static
+            rep = torch.arange(P, device=dev).expand(C, P)
+            rep_cq = ar_c * P + torch.where(follower, (slot[:, None, :] * N + torch.arange(N, device=dev)).expand(
+                C, Lmax, N).reshape(C, P), rep)
 
         # 3. budget over groups: a clip (group="clip") or one frame slot of a clip (group="frame")
         if self.group == "frame":
@@ -814,17 +998,29 @@ class AOTPlus(Reducer):
         # output means (6) are taken in full d. Linear, so the sketch of a mean is the mean of sketches.
         # Memory: the steps that touch every token at full d build their temporaries block by block
         # (:func:`_blocks`), so no (F, N, d)-sized intermediate is held beside the input (issue 12).
-        low = torch.bfloat16 if self.sim_dtype == "bfloat16" else None
         u32 = None  # unit points in the working dtype, when kept
         if width is None:  # points at full d: the clip tokens, a static position's first slot its mean
             pts = clip_tokens()
-            if has_static:
+            if has_static and runs:  # the mean of every run of >= 2 tokens, into its first token's slot
+                if uniform:
+                    pts = pts.clone()
+                rows = (run_len > 1).nonzero().squeeze(1)  # (R,) flat index of every merged run's first token
+                row_of = torch.full((F * N,), -1, dtype=torch.long, device=dev)
+                row_of[rows] = torch.arange(rows.numel(), device=dev)
+                sums = torch.zeros(rows.numel(), d, dtype=work, device=dev)
+                for b in _blocks(F, N * d * esz):  # blocks of frames, not tokens
+                    r = row_of[rep_flat[b.start * N:b.stop * N]]
+                    m = r >= 0
+                    sums.index_add_(0, r[m], Xf[b.start * N:b.stop * N][m].to(work))
+                pts.view(C * P, d)[flat_cq[rows]] = sums / run_len[rows][:, None].to(work)
+                del sums
+            elif has_static:
                 if uniform:  # a view of the input: copy before writing the means
                     pts = pts.clone()
                 for b in _blocks(C, P * d * esz):  # in place, one block of clips at a time
                     o = pts[b].view(-1, Lmax, N, d)
                     mean = (o * frame_ok[b][..., None, None].to(work)).sum(1) / lengths[b][:, None, None].to(work)
-                    o[:, 0] = torch.where(static[b][..., None], mean, o[:, 0])
+                    o.copy_(torch.where(at[b][..., None], mean[:, None], o))
                 del mean, o
             gsim = pts.view(G, Q, d)
             if low is None:
@@ -836,25 +1032,40 @@ class AOTPlus(Reducer):
                     u[b] = unit_rows(rows[b]).to(low)
                 u = u.view(G, Q, d)
         else:
-            basis = sketch_basis(Xf, width, self.sketch, self.seed, gram_dtype=low)  # (d, k)
-            width = basis.shape[1]
-            Z, xnorm = project(X, basis, low, with_norms=True)  # (F, N, k), (F, N), working dtype
             Z, xnorm = Z.reshape(F * N, width), xnorm.view(F * N)
             zorig = Z.view(C, P, width) if uniform else Z[pos]
+            xfl = xnorm
             xnorm = xnorm.view(C, P) if uniform else xnorm[pos]  # (C, P) norm of every clip token
-            if has_static:
-                zpts = zorig.clone()
+            if has_static and runs:
+                # a run's point: the mean of its sketches (the sketch of its mean token, exact); its norm
+                # in full d estimated as |mean sketch| x (mean token norm / mean sketch norm) of its members
+                # (no full-d pass; the sketch keeps the same share of a run's mean as of its members)
+                lw = run_len.clamp_min(1).to(work)
+                zm = torch.zeros(F * N, width, dtype=work, device=dev).index_add_(0, rep_flat, Z) / lw[:, None]
+                ratio = (torch.zeros(F * N, dtype=work, device=dev).index_add_(0, rep_flat, xfl)
+                         / torch.zeros(F * N, dtype=work, device=dev).index_add_(
+                             0, rep_flat, torch.linalg.vector_norm(Z, dim=-1)).clamp_min(1e-30))
+                nm = torch.linalg.vector_norm(zm, dim=-1) * ratio
+                zpts = torch.where(spt[..., None], zm[pos], zorig)
+                norms = torch.where(spt, nm[pos], xnorm)
+                del zm
+            elif has_static:
                 zm = (zorig.view(C, Lmax, N, width) * frame_ok[..., None, None].to(work)).sum(1) / lengths[
                     :, None, None].to(work)
-                zpts.view(C, Lmax, N, width)[:, 0] = torch.where(static[..., None], zm,
-                                                                   zorig.view(C, Lmax, N, width)[:, 0])
-                norms = xnorm.clone()  # (C, P): static means have their own norm, taken in full d
+                zpts = torch.where(at[..., None], zm[:, None], zorig.view(C, Lmax, N, width)).view(C, P, width)
+                norms = xnorm.clone()  # (C, P): static means have their own norm
                 nv = norms.view(C, Lmax, N)
-                for b in _blocks(C, P * d * esz):
-                    o = clip_tokens(b).view(-1, Lmax, N, d)
-                    mean = (o * frame_ok[b][..., None, None].to(work)).sum(1) / lengths[b][:, None, None].to(work)
-                    nv[b, 0] = torch.where(static[b], torch.linalg.vector_norm(mean, dim=-1), nv[b, 0])
-                del mean, o
+                if self.static_cos == "sketch":  # estimated as for runs (below): no full-d pass
+                    fo = frame_ok[..., None].to(work)
+                    zn = torch.linalg.vector_norm(zorig.view(C, Lmax, N, width), dim=-1)
+                    ratio = (xnorm.view(C, Lmax, N) * fo).sum(1) / (zn * fo).sum(1).clamp_min(1e-30)
+                    nv.copy_(torch.where(at, (torch.linalg.vector_norm(zm, dim=-1) * ratio)[:, None], nv))
+                else:  # taken in full d, block by block of clips
+                    for b in _blocks(C, P * d * esz):
+                        o = clip_tokens(b).view(-1, Lmax, N, d)
+                        mean = (o * frame_ok[b][..., None, None].to(work)).sum(1) / lengths[b][:, None, None].to(work)
+                        nv[b] = torch.where(at[b], torch.linalg.vector_norm(mean, dim=-1)[:, None], nv[b])
+                    del mean, o
             else:
                 zpts = zorig
                 norms = xnorm
@@ -867,7 +1078,9 @@ class AOTPlus(Reducer):
 
         # 4. initial anchors
         # frame slot of every point (-1 for static points: they stand for every frame of their clip)
-        pframe = torch.where(static[:, None, :], -1, ell[None, :, None]).expand(C, Lmax, N).reshape(G, Q)
+        # ("spread": a static point counts as a token of its slot's frame)
+        agnostic = spt.view(C, Lmax, N) & (self.static_place != "frame")
+        pframe = torch.where(agnostic, -1, ell[None, :, None]).reshape(G, Q)
         score = None
         if self.init == "attention" or (self.init == "kcenter" and self.score_weight > 0):
             g = video.global_scores if video.global_scores is not None else video.local_scores
@@ -875,11 +1088,15 @@ class AOTPlus(Reducer):
                 g = distinctiveness(X.to(work))  # fp16/bf16 sketch path: a working copy (this fallback only)
                 info["scores"] = "fallback: distinctiveness 1 - cos(token, frame mean)"
             gs = g.to(work).reshape(F * N)[pos]
-            if bool(static.any()):  # a static point scores the mean over its clip
+            if runs and has_static:  # a run's point scores the mean over its run
+                gm = torch.zeros(F * N, dtype=work, device=dev).index_add_(0, rep_flat, g.to(work).reshape(F * N))
+                gs = torch.where(spt, (gm / run_len.clamp_min(1).to(work))[pos], gs)
+            elif bool(static.any()):  # a static point scores the mean over its clip
                 gm = (gs.view(C, Lmax, N) * frame_ok[..., None].to(work)).sum(1) / lengths[:, None].to(work)
                 gs = gs.clone()
-                gs.view(C, Lmax, N)[:, 0] = torch.where(static, gm, gs.view(C, Lmax, N)[:, 0])
+                gs = torch.where(at, gm[:, None], gs.view(C, Lmax, N)).reshape(C, P)
             score = gs.view(G, Q)
+        boost = gweight.clamp_min(1).pow(self.mass_weight) if self.mass_weight > 0 and has_static else None
         if self.init == "kcenter-frame" and self.group == "clip" and Lmax > 1:
             fcaps = gvalid.view(C, Lmax, N).sum(-1)
             fcounts = torch.stack([group_budget(int(counts[c]), fcaps[c].to(torch.float64), fcaps[c])
@@ -887,10 +1104,10 @@ class AOTPlus(Reducer):
                                    split_budget(int(counts[c]), fcaps[c].to(torch.float64), fcaps[c])
                                    for c in range(C)]).to(dev)  # a loop over clips, not tokens
             seeds = kcenter_rounds(u.view(C, Lmax, N, D), gvalid.view(C, Lmax, N), fcounts, frame=pframe,
-                                   penalty=self.frame_penalty, linear=self.penalty_shape == "linear")
+                                   penalty=self.frame_penalty, linear=self.penalty_shape == "linear", boost=boost)
         elif self.init in ("kcenter", "kcenter-frame"):
             seeds = kcenter_anchors(u, gvalid, counts, score, self.score_weight, frame=pframe, penalty=self.frame_penalty,
-                                    linear=self.penalty_shape == "linear")
+                                    linear=self.penalty_shape == "linear", boost=boost)
         elif self.init == "grid":  # evenly spaced in raster order over each group's valid points
             order = torch.argsort((~gvalid).to(torch.int8), dim=1, stable=True)
             at = ((torch.arange(kg, device=dev)[None] + 0.5) * caps.to(dev)[:, None] / counts.clamp_min(1)[:, None]).long()
@@ -904,6 +1121,10 @@ class AOTPlus(Reducer):
             seeds = torch.argsort(key.masked_fill(~gvalid, float("-inf")), dim=1, descending=True, stable=True)[:, :kg]
         pinned = torch.where(gvalid_a, seeds, seeds[:, :1])  # padding anchors repeat a real seed (never used)
         home = pframe.gather(1, pinned)  # (G, kg) frame slot of each initial anchor (-1: static point)
+        place = home  # frame slot where each anchor's output sits (-1: any)
+        if self.static_place == "spread" and has_static:  # an anchor seeded on a static point: its slot
+            slot_pt = ell[None, :, None].expand(C, Lmax, N).reshape(G, Q)
+            place = torch.where(home < 0, slot_pt.gather(1, pinned), home)
         A = gsim.reshape(G * Q, D).index_select(0, (torch.arange(G, device=dev)[:, None] * Q + pinned).reshape(-1)).view(
             G, kg, D)  # (G, kg, D); index_select: ~6x faster than gather here
 
@@ -921,8 +1142,13 @@ class AOTPlus(Reducer):
             cos = torch.bmm(u, unit_rows(A).to(u.dtype).transpose(1, 2)).to(work)  # (G, Q, kg)
             if penalize:  # spatio-temporal cost: a point of another frame than the anchor's costs more
                 fa = home if self.placement == "home" else pframe.gather(1, pinned)  # (G, kg) anchor frames
-                if bool(static.any()):
-                    cos.sub_(_cross(pframe[..., None], fa[:, None, :], linear).mul_(self.frame_penalty))
+                if has_static:
+                    # frame-major as below; rows of static points (frame -1) and columns of static-seeded
+                    # anchors pay nothing (one (G, Lmax, N, kg) product instead of the general _cross)
+                    fl = ell[None, :, None]
+                    gap = (fl - fa[:, None, :]).abs() if linear else (fl != fa[:, None, :])
+                    gap = (gap * (fa >= 0)[:, None, :]).to(work).mul_(self.frame_penalty)  # (G, Lmax, kg)
+                    cos.view(G, Lmax, N, kg).sub_(gap[:, :, None, :] * (pframe >= 0).view(G, Lmax, N, 1))
                 else:  # points are frame-major: one broadcast pass over (G, Lmax, N, kg)
                     gap = (ell[None, :, None] - fa[:, None, :]).abs() if linear else (ell[None, :, None] != fa[:, None, :])
                     cos.view(G, Lmax, N, kg).sub_(gap.to(work).mul_(self.frame_penalty)[:, :, None, :])
@@ -952,12 +1178,11 @@ class AOTPlus(Reducer):
             assign_pt = (ell[None, :, None] * kg + assign_g.view(C, Lmax, N)).reshape(C, P)
         else:
             assign_pt = assign_g
-        ar_c = torch.arange(C, device=dev)[:, None]
 
         # 6. output: one token per valid anchor, at its medoid input token
-        assign_tok = assign_pt.gather(1, rep)  # (C, P) anchor of every input token of the clip
+        # (C, P) global anchor id of every input token: the anchor of its point (possibly in another clip)
+        flat_a = (ar_c * kmax + assign_pt).reshape(C * P)[rep_cq.reshape(C * P)].view(C, P)
         ua = unit_rows(A).reshape(C * kmax, D)
-        flat_a = (ar_c * kmax + assign_tok)  # (C, P) global anchor id
 
         def unit_tokens(b: slice) -> torch.Tensor:
             """(c, P, D) unit input tokens of clips ``b`` (their sketches in the sketch space)."""
@@ -973,8 +1198,15 @@ class AOTPlus(Reducer):
             cos_tok[b] = (unit_tokens(b) * ua.index_select(0, flat_a[b].reshape(-1)).view(-1, P, D)).sum(-1)
         cos_tok = cos_tok.masked_fill(~valid_tok, -3.0)
         if self.placement == "home":  # the medoid among the members of the anchor's home frame
-            h = home.reshape(C, kmax).gather(1, assign_tok)
-            cos_tok = cos_tok.masked_fill((h >= 0) & (h != ell.repeat_interleave(N)[None, :]), -3.5)
+            h = place.reshape(C * kmax)[flat_a]
+            hg = starts[flat_a // kmax] + h  # the home frame's index in the video
+            away = (h >= 0) & (hg != frame.repeat_interleave(N, dim=1))
+            if place is not home:  # a static-seeded anchor may have no member left in its slot: any frame
+                best = torch.full((C * kmax,), -4.0, dtype=work, device=dev).scatter_reduce_(
+                    0, flat_a.reshape(-1), cos_tok.masked_fill(away, -3.5).reshape(-1), reduce="amax",
+                    include_self=True)
+                away = away & (best > -2.0)[flat_a]
+            cos_tok = cos_tok.masked_fill(away, -3.5)
         best = torch.full((C * kmax,), -4.0, dtype=work, device=dev)
         best.scatter_reduce_(0, flat_a.reshape(-1), cos_tok.reshape(-1), reduce="amax", include_self=True)
         is_best = (cos_tok.reshape(-1) == best[flat_a.reshape(-1)]) & valid_tok.reshape(-1)
@@ -993,7 +1225,8 @@ class AOTPlus(Reducer):
             rank[order] = torch.arange(order.numel(), device=dev)
             source, assignment = source[order], rank[assignment]
             spans = None
-            if X.dtype != work:  # diagonal blocks of the plan: blocks of clips, their rows contiguous
+            if X.dtype != work and not (runs and has_static):  # diagonal blocks of the plan: blocks of clips
+                # (rows contiguous); a run across clips breaks that: then half x is converted whole
                 row_at = [0] + valid_a.sum(1).cumsum(0).tolist()  # one host sync
                 spans = [(row_at[b.start], row_at[b.stop], clips[b.start][0] * N, clips[b.stop - 1][1] * N)
                          for b in _blocks(C, P * d * esz)]
