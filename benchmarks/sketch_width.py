@@ -8,6 +8,7 @@ states of several layers concatenated per token, the DINOv2 linear-probe recipe:
 
 - ``L12``    the last layer alone, d = 384 (the tokens ``anchor-ot bench`` scores; a control);
 - ``L9-12``  the last 4 layers, d = 1536;
+- ``L5-12``  the last 8 layers, d = 3072 (closest to 3584 without the first, most positional, layers);
 - ``L1-12``  all 12 layers, d = 4608 (wider than 3584).
 
 Each layer's part is its block output passed through the model's final LayerNorm (with its
@@ -62,7 +63,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _floor import alternate, floor_setting  # noqa: E402  (benchmarks/_floor.py)
 
 #: Representations: name -> 0-based DINOv2 blocks whose (final-LayerNorm'ed, pooled) outputs are concatenated.
-REPS: dict[str, tuple[int, ...]] = {"L12": (11,), "L9-12": (8, 9, 10, 11), "L1-12": tuple(range(12))}
+REPS: dict[str, tuple[int, ...]] = {"L12": (11,), "L9-12": (8, 9, 10, 11), "L5-12": tuple(range(4, 12)),
+                                    "L1-12": tuple(range(12))}
 WIDTHS = ("96", "128", "192", "256", "none")
 METRICS = ("coverage", "readout", "temporal")
 _FORMAT = "anchor-ot/wide-dinov2/2"
@@ -228,12 +230,12 @@ def summarize(rows: list[dict]) -> str:
     out = [f"Clips ({len(videos)}): {', '.join(videos)}. Clip means; margins in sd of the random seeds' clip mean "
            "(same representation, same retention).", ""]
     key = ["| representation | d | ret | random sd cov / read / temp | full d cov / read / temp | "
-           "96 vs full d, cov / read (sd) | best width <= 256 vs full d, cov / read (sd) | "
+           "96 vs full d, cov / read (sd) | 96 - full d, cov / read (absolute) | best width <= 256 vs full d, cov / read (sd) | "
            "96 vs random, cov / read (sd) | 96 vs best peer, cov / read (sd) | full d vs best peer, cov / read (sd) | "
            "96 temporal vs random |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for rep in reps:
-        d = next(x["d"] for x in rows if x["rep"] == rep)
+        d = int(next(x["d"] for x in rows if x["rep"] == rep))
         for r in rets:
             sub, vmean, mu, sd, labels, n = _stats(rows, rep, r)
             peers = [c for c in labels if not c.startswith("aot+")]
@@ -269,20 +271,37 @@ def summarize(rows: list[dict]) -> str:
             key.append(
                 f"| {rep} | {d} | {r:g} | {sd['coverage']:.5f} / {sd['readout']:.5f} / {sd['temporal']:.4f} | "
                 f"{full['coverage']:.4f} / {full['readout']:.4f} / {full['temporal']:.3f} | {pair(s96, full)} | "
+                f"{s96['coverage'] - full['coverage']:+.4f} / {s96['readout'] - full['readout']:+.4f} | "
                 + (f"{bw.removeprefix('aot+ sketch ')}: {pair({m: vmean(bw, m) for m in METRICS}, full)}" if bw else "")
                 + f" | {pair(s96, mu)} | " + (pair(s96, bp) if bp else "") + " | " + (pair(full, bp) if bp else "")
                 + f" | {s96['temporal']:.3f} vs {mu['temporal']:.3f} |")
-    return "\n".join(["## Key margins", "", *key, "", "## Per representation", "", *out])
+    # every width against full d, one column per (representation, retention)
+    cols = [(rep, r) for rep in reps for r in rets]
+    widths = [c for c in dict.fromkeys(x["config"] for x in rows) if c.startswith("aot+")]
+    wt = ["| config | " + " | ".join(f"{rep} {r:g}" for rep, r in cols) + " |", "|---|" + "---|" * len(cols)]
+    for c in widths:
+        cells = []
+        for rep, r in cols:
+            _, vmean, mu, sd, _, _ = _stats(rows, rep, r)
+            cells.append(" / ".join(f"{(vmean(c, m) - vmean('aot+ full d', m)) / sd[m]:+.1f}"
+                                    for m in ("coverage", "readout")))
+        wt.append(f"| {c} | " + " | ".join(cells) + " |")
+    return "\n".join(["## Key margins", "", *key, "",
+                      "## Every width vs full d (coverage / readout, random-seed sd)", "", *wt, "",
+                      "## Per representation", "", *out])
 
 
 # -- spectrum ----------------------------------------------------------------------------------------
 
-def spectrum(videos, reps, widths, log=print) -> str:
-    """Energy of the unit tokens per representation: PCA dims for 90/95/99 %, and what the sketch keeps."""
+def spectrum(videos, reps, widths, log=print) -> list[dict]:
+    """Energy of the unit tokens per clip and representation: PCA dims for 90/95/99 %, what the sketch keeps.
+
+    One row per (video, rep) with keys ``n0.90`` ... (uncentered), ``cn0.90`` ... (centered), ``pr`` /
+    ``cpr`` (participation ratios), ``sk<k>`` / ``csk<k>`` (energy / variance kept by the sketch of width k)."""
     from anchor_ot.methods.aot_plus import sketch_basis
 
     ks = [k for k in (_width(w) for w in widths) if k is not None]
-    acc: dict[str, dict[str, list[float]]] = {rep: {} for rep in reps}
+    rows = []
     for path in bench.resolve_videos(videos):
         w = wide_clip(path, log=log)
         for rep in reps:
@@ -290,37 +309,46 @@ def spectrum(videos, reps, widths, log=print) -> str:
             x = video.tokens.reshape(-1, video.dim)
             u = torch.nn.functional.normalize(x.to(torch.float64), dim=-1)
             c = u - u.mean(0)  # centered: the token-to-token variation that cosine gaps are made of
-            a = acc[rep]
+            a = {"video": w["name"], "rep": rep, "d": video.dim}
             for tag, m in (("", u), ("c", c)):
                 lam = torch.linalg.eigvalsh(m.T @ m).flip(0).clamp_min(0)
                 frac = lam.cumsum(0) / lam.sum()
                 for q in (0.90, 0.95, 0.99):
-                    a.setdefault(f"{tag}n{q:.2f}", []).append(int((frac < q).sum()) + 1)
-                a.setdefault(f"{tag}pr", []).append(float(lam.sum() ** 2 / (lam ** 2).sum()))
+                    a[f"{tag}n{q:.2f}"] = int((frac < q).sum()) + 1
+                a[f"{tag}pr"] = float(lam.sum() ** 2 / (lam ** 2).sum())
             for k in ks:
-                if k >= video.dim:
-                    continue
-                basis = sketch_basis(x, k, "pca", gram_dtype=torch.bfloat16).to(torch.float64)  # as aot+ builds it
-                a.setdefault(f"sk{k}", []).append(float((u @ basis).pow(2).sum() / u.pow(2).sum()))
-                a.setdefault(f"csk{k}", []).append(float((c @ basis).pow(2).sum() / c.pow(2).sum()))
-            log(f"{path.name:22s} {rep:6s} dims 90/95/99% = {a['n0.90'][-1]}/{a['n0.95'][-1]}/{a['n0.99'][-1]} "
-                f"(centered {a['cn0.90'][-1]}/{a['cn0.95'][-1]}/{a['cn0.99'][-1]})")
+                if k < video.dim:
+                    basis = sketch_basis(x, k, "pca", gram_dtype=torch.bfloat16).to(torch.float64)  # as aot+ builds it
+                    a[f"sk{k}"] = float((u @ basis).pow(2).sum() / u.pow(2).sum())
+                    a[f"csk{k}"] = float((c @ basis).pow(2).sum() / c.pow(2).sum())
+            rows.append(a)
+            log(f"{w['name']:22s} {rep:6s} dims 90/95/99% = {a['n0.90']}/{a['n0.95']}/{a['n0.99']} "
+                f"(centered {a['cn0.90']}/{a['cn0.95']}/{a['cn0.99']})")
+    return rows
+
+
+def spectrum_table(rows: list[dict]) -> str:
+    """Markdown: the means over clips of :func:`spectrum`'s rows, one line per representation."""
+    ks = sorted({int(k[2:]) for r in rows for k in r if k.startswith("sk") and r[k] != ""})
+    videos = sorted({r["video"] for r in rows})
     head = ("| representation | d | dims for 90 / 95 / 99 % energy | same, centered (variance) | "
             "participation ratio, uncentered / centered | "
             + " | ".join(f"sketch {k}: energy / variance kept" for k in ks) + " |")
-    lines = ["Unit tokens of each clip (F N of them), PCA by eigenvalues of the (d, d) second-moment matrix, "
-             "uncentered (what the sketch's basis is) and centered (the variation between tokens); means over "
-             "clips. 'sketch k': the basis aot+ builds (sketch_basis: sample of max(256, 2k) tokens, bf16 Gram); "
-             "energy kept = |U V|^2 / |U|^2, variance kept = the same for the centered tokens.",
-             "", head, "|---|---|---|---|---|" + "---|" * len(ks)]
-    for rep in reps:
-        a = acc[rep]
-        d = 384 * len(REPS[rep])
-        cells = [f"{np.mean(a[f'sk{k}']):.3f} / {np.mean(a[f'csk{k}']):.3f}" if f"sk{k}" in a else "full"
-                 for k in ks]
-        lines.append(f"| {rep} | {d} | {np.mean(a['n0.90']):.0f} / {np.mean(a['n0.95']):.0f} / "
-                     f"{np.mean(a['n0.99']):.0f} | {np.mean(a['cn0.90']):.0f} / {np.mean(a['cn0.95']):.0f} / "
-                     f"{np.mean(a['cn0.99']):.0f} | {np.mean(a['pr']):.1f} / {np.mean(a['cpr']):.1f} | "
+    lines = [f"Unit tokens of each clip (F N of them; {len(videos)} clips: {', '.join(videos)}), PCA by eigenvalues "
+             "of the (d, d) second-moment matrix, uncentered (what the sketch's basis is) and centered (the "
+             "variation between tokens); means over clips. 'sketch k': the basis aot+ builds (sketch_basis: sample "
+             "of max(256, 2k) tokens, bf16 Gram); energy kept = |U V|^2 / |U|^2, variance kept = the same for "
+             "the centered tokens.", "", head, "|---|---|---|---|---|" + "---|" * len(ks)]
+    for rep in dict.fromkeys(r["rep"] for r in rows):
+        sub = [r for r in rows if r["rep"] == rep]
+
+        def m(key, sub=sub):
+            vals = [float(r[key]) for r in sub if r.get(key, "") != ""]
+            return float(np.mean(vals)) if vals else math.nan
+
+        cells = [f"{m(f'sk{k}'):.3f} / {m(f'csk{k}'):.3f}" if not math.isnan(m(f"sk{k}")) else "full" for k in ks]
+        lines.append(f"| {rep} | {int(m('d'))} | {m('n0.90'):.0f} / {m('n0.95'):.0f} / {m('n0.99'):.0f} | "
+                     f"{m('cn0.90'):.0f} / {m('cn0.95'):.0f} / {m('cn0.99'):.0f} | {m('pr'):.1f} / {m('cpr'):.1f} | "
                      + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -370,13 +398,16 @@ def main() -> None:
     unknown = [r for r in reps if r not in REPS]
     if unknown:
         raise SystemExit(f"unknown representations {unknown}; known: {', '.join(REPS)}")
-    if a.from_csv:
-        rows = []
+    if a.from_csv:  # rows.csv files of sweeps, or spectrum.csv files of --spectrum runs
+        rows, spec = [], []
         for f in a.from_csv:
             with open(f, newline="") as fh:
-                rows += [{k: (v if k in ("video", "rep", "config") else float(v)) for k, v in r.items()}
-                         for r in csv.DictReader(fh)]
-        print(summarize(rows))
+                got = list(csv.DictReader(fh))
+            if Path(f).name.startswith("spectrum"):
+                spec += got
+            else:
+                rows += [{k: (v if k in ("video", "rep", "config") else float(v)) for k, v in r.items()} for r in got]
+        print("\n\n".join(t for t in (summarize(rows) if rows else "", spectrum_table(spec) if spec else "") if t))
         return
     if a.speed:
         print(speed(widths, a.threads, a.repeats))
@@ -387,13 +418,20 @@ def main() -> None:
         d = Path(a.tuning_set)
         videos = [str(v) for v in bench.resolve_videos(None)]
         videos += [str(d / n) for n in ("vtest.avi", "Megamind.avi", "box.mp4", "cup.mp4")]
+    out = Path(a.out)
     if a.spectrum:
-        print(spectrum(videos, reps, widths))
+        spec = spectrum(videos, reps, widths)
+        out.mkdir(parents=True, exist_ok=True)
+        keys = list(dict.fromkeys(k for r in spec for k in r))
+        with open(out / "spectrum.csv", "w", newline="") as fh:
+            wr = csv.DictWriter(fh, fieldnames=keys, restval="")
+            wr.writeheader()
+            wr.writerows(spec)
+        print(spectrum_table(spec))
         return
     t0 = time.perf_counter()
     peers = [x.strip() for x in a.peers.split(",") if x.strip()]
     rows = run(videos, reps, a.retentions, [_width(w) for w in widths], a.seeds, peers)
-    out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "rows.csv", "w", newline="") as fh:
         wr = csv.DictWriter(fh, fieldnames=list(rows[0]))
