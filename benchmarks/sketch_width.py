@@ -225,15 +225,15 @@ def _stats(rows, rep, r):
 def summarize(rows: list[dict]) -> str:
     """Markdown: per representation and retention, every config's clip mean and its margins in sd."""
     videos = sorted({x["video"] for x in rows})
-    reps = list(dict.fromkeys(x["rep"] for x in rows))
+    reps = sorted(dict.fromkeys(x["rep"] for x in rows), key=lambda r: list(REPS).index(r) if r in REPS else 99)
     rets = sorted({x["retention"] for x in rows}, reverse=True)
     out = [f"Clips ({len(videos)}): {', '.join(videos)}. Clip means; margins in sd of the random seeds' clip mean "
            "(same representation, same retention).", ""]
     key = ["| representation | d | ret | random sd cov / read / temp | full d cov / read / temp | "
-           "96 vs full d, cov / read (sd) | 96 - full d, cov / read (absolute) | best width <= 256 vs full d, cov / read (sd) | "
+           "96 vs full d, cov / read (sd) | 96 - full d, cov / read (absolute) | worst clip, cov / read (absolute) | best width <= 256 vs full d, cov / read (sd) | "
            "96 vs random, cov / read (sd) | 96 vs best peer, cov / read (sd) | full d vs best peer, cov / read (sd) | "
            "96 temporal vs random |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for rep in reps:
         d = int(next(x["d"] for x in rows if x["rep"] == rep))
         for r in rets:
@@ -268,10 +268,18 @@ def summarize(rows: list[dict]) -> str:
                 return f"{z(v['coverage'], ref['coverage'], 'coverage'):+.1f} / {z(v['readout'], ref['readout'], 'readout'):+.1f}"
 
             bp = {m: vmean(best[m], m) for m in METRICS} if best else None
+
+            def worst(m, sub=sub):
+                by = {(x["video"], x["config"]): x[m] for x in sub}
+                diffs = {v: by[(v, "aot+ sketch 96")] - by[(v, "aot+ full d")] for v, c in by
+                         if c == "aot+ full d" and (v, "aot+ sketch 96") in by}
+                v = min(diffs, key=diffs.get)
+                return f"{diffs[v]:+.4f} ({v.rsplit('.', 1)[0]})"
             key.append(
                 f"| {rep} | {d} | {r:g} | {sd['coverage']:.5f} / {sd['readout']:.5f} / {sd['temporal']:.4f} | "
                 f"{full['coverage']:.4f} / {full['readout']:.4f} / {full['temporal']:.3f} | {pair(s96, full)} | "
                 f"{s96['coverage'] - full['coverage']:+.4f} / {s96['readout'] - full['readout']:+.4f} | "
+                f"{worst('coverage')} / {worst('readout')} | "
                 + (f"{bw.removeprefix('aot+ sketch ')}: {pair({m: vmean(bw, m) for m in METRICS}, full)}" if bw else "")
                 + f" | {pair(s96, mu)} | " + (pair(s96, bp) if bp else "") + " | " + (pair(full, bp) if bp else "")
                 + f" | {s96['temporal']:.3f} vs {mu['temporal']:.3f} |")
@@ -339,7 +347,7 @@ def spectrum_table(rows: list[dict]) -> str:
              "variation between tokens); means over clips. 'sketch k': the basis aot+ builds (sketch_basis: sample "
              "of max(256, 2k) tokens, bf16 Gram); energy kept = |U V|^2 / |U|^2, variance kept = the same for "
              "the centered tokens.", "", head, "|---|---|---|---|---|" + "---|" * len(ks)]
-    for rep in dict.fromkeys(r["rep"] for r in rows):
+    for rep in sorted(dict.fromkeys(r["rep"] for r in rows), key=lambda r: list(REPS).index(r) if r in REPS else 99):
         sub = [r for r in rows if r["rep"] == rep]
 
         def m(key, sub=sub):
