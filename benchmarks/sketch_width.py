@@ -291,11 +291,10 @@ def summarize(rows: list[dict]) -> str:
         cells = []
         for rep, r in cols:
             _, vmean, mu, sd, _, _ = _stats(rows, rep, r)
-            cells.append(" / ".join(f"{(vmean(c, m) - vmean('aot+ full d', m)) / sd[m]:+.1f}"
-                                    for m in ("coverage", "readout")))
+            cells.append(" / ".join(f"{(vmean(c, m) - vmean('aot+ full d', m)) / sd[m]:+.1f}" for m in METRICS))
         wt.append(f"| {c} | " + " | ".join(cells) + " |")
     return "\n".join(["## Key margins", "", *key, "",
-                      "## Every width vs full d (coverage / readout, random-seed sd)", "", *wt, "",
+                      "## Every width vs full d (coverage / readout / temporal, random-seed sd)", "", *wt, "",
                       "## Per representation", "", *out])
 
 
