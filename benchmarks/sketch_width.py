@@ -14,11 +14,13 @@ states of several layers concatenated per token, the DINOv2 linear-probe recipe:
 Each layer's part is its block output passed through the model's final LayerNorm (with its
 affine weights, as DINOv2's ``get_intermediate_layers(norm=True)``), then average-pooled 2 x 2 to
 the 14 x 14 grid exactly as :class:`anchor_ot.encoders.DinoV2Encoder` pools the last layer (so
-the ``L12`` part equals the bench tokens; checked on every encode). LayerNorm makes every layer's
-part about equally long, so each layer weighs about the same in a cosine of the concatenation; no
-further rescaling. Frames, between-frames, scores and positions are those of
-:func:`anchor_ot.bench.encode_clip` (32 frames, all midpoints); the wide tokens are cached under
-``<anchor-ot cache>/wide/`` (all 12 layers, float32), so a re-run only reduces and scores.
+the ``L12`` part equals the encoder's own tokens; checked on every encode). No further rescaling,
+as in the recipe: the parts' mean norms differ (~35-49 for the last layer, ~90-107 for layers 4-5
+on the tuning clips), so middle layers weigh more in a cosine of the concatenation. Frames and
+between-frames are sampled as :func:`anchor_ot.bench.encode_clip` samples them (32 frames, all
+midpoints; the same encoder pass gives the [CLS] attention scores); the wide tokens are cached
+under ``<anchor-ot cache>/wide/`` (all 12 layers, float32, ~230 MB a clip), so a re-run only
+reduces and scores.
 
 For every representation, on every clip, at every retention: seeded ``random`` (``--seeds``
 seeds: the sd unit), the peers (``--peers``), and ``aot+`` at its defaults with ``sketch_dim`` in
@@ -35,8 +37,13 @@ tokens) keeps at each width. ``--speed``: reduce time of each width at F=32, N=1
 Run (1 torch thread; the 7 tuning clips; the opencv-doc ones in /tmp/heldout, docs/aot.md)::
 
     OMP_NUM_THREADS=1 nice -n 19 python benchmarks/sketch_width.py --tuning-set /tmp/heldout --out sketch-width
-    python benchmarks/sketch_width.py --from-csv sketch-width/rows.csv
-    OMP_NUM_THREADS=1 python benchmarks/sketch_width.py --speed --repeats 7
+    OMP_NUM_THREADS=1 nice -n 19 python benchmarks/sketch_width.py --tuning-set /tmp/heldout --spectrum --out sketch-width
+    OMP_NUM_THREADS=1 python benchmarks/sketch_width.py --speed --repeats 9
+    python benchmarks/sketch_width.py --from-csv sketch-width/rows.csv sketch-width/spectrum.csv
+
+On the shared 2-core machine (load 8-16): ~12 min a clip for the sweep (4 representations; ~2-3 min
+of it encoding on the first run), ~2 min a clip for ``--spectrum``, ~1.5 min for ``--speed``.
+Per-clip runs (``--videos CLIP --out DIR``) merge with ``--from-csv``.
 """
 
 from __future__ import annotations
@@ -230,7 +237,8 @@ def summarize(rows: list[dict]) -> str:
     out = [f"Clips ({len(videos)}): {', '.join(videos)}. Clip means; margins in sd of the random seeds' clip mean "
            "(same representation, same retention).", ""]
     key = ["| representation | d | ret | random sd cov / read / temp | full d cov / read / temp | "
-           "96 vs full d, cov / read (sd) | 96 - full d, cov / read (absolute) | worst clip, cov / read (absolute) | best width <= 256 vs full d, cov / read (sd) | "
+           "96 vs full d, cov / read (sd) | 96 - full d, cov / read (absolute) | worst clip, cov / read (absolute) | "
+           "best width <= 256 vs full d, cov / read (sd) | "
            "96 vs random, cov / read (sd) | 96 vs best peer, cov / read (sd) | full d vs best peer, cov / read (sd) | "
            "96 temporal vs random |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -265,7 +273,8 @@ def summarize(rows: list[dict]) -> str:
             bw = max(sketched, key=lambda c: vmean(c, "coverage")) if sketched else None
 
             def pair(v, ref):
-                return f"{z(v['coverage'], ref['coverage'], 'coverage'):+.1f} / {z(v['readout'], ref['readout'], 'readout'):+.1f}"
+                return (f"{z(v['coverage'], ref['coverage'], 'coverage'):+.1f} / "
+                        f"{z(v['readout'], ref['readout'], 'readout'):+.1f}")
 
             bp = {m: vmean(best[m], m) for m in METRICS} if best else None
 
