@@ -129,9 +129,6 @@ def wide_clip(path, frames: int = 32, log=print) -> dict:
     The frames, between-frames (all midpoints, :func:`anchor_ot.bench.between_frames`), encoder settings
     (378 px, 2 x 2 pooling) and scores are those of :func:`anchor_ot.bench.encode_clip`; cached under
     ``<anchor-ot cache>/wide/`` (float32; one file per video and settings, written atomically)."""
-    from safetensors import safe_open
-    from safetensors.torch import save_file
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"video {path} does not exist")
@@ -141,17 +138,10 @@ def wide_clip(path, frames: int = 32, log=print) -> dict:
                                      "pool": 2, "norm": "final-layernorm", "dtype": "float32"},
                                     sort_keys=True).encode()).hexdigest()[:16]
     file = _cache_dir() / f"{path.stem}-{key}.safetensors"
-    t = None
-    if file.is_file():
-        try:
-            with safe_open(str(file), framework="pt") as f:
-                meta = f.metadata() or {}
-                if meta.get("key") == key:
-                    t = {k: f.get_tensor(k) for k in f.keys()}
-                    grid = tuple(json.loads(meta["grid"]))
-        except Exception:  # partial or unreadable: encode again
-            t = None
-    if t is None:
+    cached = bench.read_cache(file, key)
+    if cached is not None:
+        t, grid = cached[0], tuple(json.loads(cached[1]["grid"]))
+    else:
         from anchor_ot.encoders import DinoV2Encoder
         from anchor_ot.video import load_video, read_frames
 
@@ -165,11 +155,7 @@ def wide_clip(path, frames: int = 32, log=print) -> dict:
         if len(idx):
             t["between_layers"] = _encode(enc, read_frames(path, idx).frames)["layers"]
             t["between_positions"] = torch.from_numpy(pos)
-        file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = file.with_name(f"{file.name}.{os.getpid()}.tmp")
-        save_file({k: x.contiguous() for k, x in t.items()}, str(tmp),
-                  metadata={"key": key, "video": str(path), "grid": json.dumps(list(grid))})
-        os.replace(tmp, file)
+        bench.write_cache(file, t, {"key": key, "video": str(path), "grid": json.dumps(list(grid))})
         log(f"encoded {path.name}: 12 layers of {len(v.indices)} + {len(idx)} frames "
             f"in {time.perf_counter() - t0:.0f} s -> {file}")
     return {"name": path.name, "grid": grid, **t}

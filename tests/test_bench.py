@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from anchor_ot import bench, methods
@@ -183,3 +184,22 @@ def test_bad_inputs_cli(clip_path, tmp_path, args, message):
     flat = " ".join(res.output.replace("│", " ").split())  # typer's error box wraps lines
     assert message in flat, res.output
     assert not (tmp_path / "o").exists()
+
+
+def test_token_cache_roundtrip_key_and_partial_file(tmp_path):
+    """write_cache/read_cache: values and metadata round-trip exactly; another key, a truncated
+    file or a missing one read as None (encode again); no temporary file is left behind."""
+    file = tmp_path / "sub" / "clip-abc.safetensors"
+    tensors = {"tokens": torch.arange(24, dtype=torch.float32).reshape(2, 3, 4).transpose(1, 2),
+               "frame_indices": torch.tensor([0, 7], dtype=torch.int64)}
+    bench.write_cache(file, tensors, {"key": "abc", "grid": "[3, 1]"})
+    assert sorted(p.name for p in file.parent.iterdir()) == [file.name]
+    got, meta = bench.read_cache(file, "abc")
+    assert meta["grid"] == "[3, 1]" and set(got) == set(tensors)
+    for k, x in tensors.items():
+        assert got[k].dtype == x.dtype and torch.equal(got[k], x)
+    assert bench.read_cache(file, "other") is None
+    assert bench.read_cache(tmp_path / "missing.safetensors", "abc") is None
+    data = file.read_bytes()
+    file.write_bytes(data[: len(data) // 2])
+    assert bench.read_cache(file, "abc") is None

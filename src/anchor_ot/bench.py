@@ -254,8 +254,6 @@ def encode_clip(path: str | os.PathLike, frames: int = 32, *, image_size: int = 
     ValueError
         If the file is not a readable video or the settings are invalid.
     """
-    from safetensors import safe_open
-    from safetensors.torch import save_file
 
     path = Path(path)
     if not path.is_file():
@@ -271,15 +269,9 @@ def encode_clip(path: str | os.PathLike, frames: int = 32, *, image_size: int = 
     key = _cache_key(path, frames, between, settings)
     directory = Path(cache) if cache is not None else _default_cache()
     file = directory / f"{path.stem}-{key}.safetensors"
-    if file.is_file():
-        try:
-            with safe_open(str(file), framework="pt") as f:
-                meta = f.metadata() or {}
-                if meta.get("key") == key:
-                    t = {k: f.get_tensor(k) for k in f.keys()}
-                    return _clip_from_tensors(path, t, json.loads(meta["grid"]), True, file)
-        except Exception:  # unreadable or partial file: encode again and overwrite it
-            pass
+    cached = read_cache(file, key)
+    if cached is not None:
+        return _clip_from_tensors(path, cached[0], json.loads(cached[1]["grid"]), True, file)
 
     from anchor_ot.encoders import DinoV2Encoder
     from anchor_ot.video import load_video, read_frames
@@ -298,12 +290,41 @@ def encode_clip(path: str | os.PathLike, frames: int = 32, *, image_size: int = 
         tensors["between_tokens"] = encoder.encode(bclip.frames).video_tokens.tokens.contiguous()
         tensors["between_positions"] = torch.from_numpy(pos)
         tensors["between_indices"] = torch.from_numpy(idx)
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_name(f"{file.name}.{os.getpid()}.tmp")
-    save_file(tensors, str(tmp), metadata={"key": key, "grid": json.dumps(list(vt.grid)),
-                                           "video": str(path), "encoder": json.dumps(settings)})
-    os.replace(tmp, file)
+    write_cache(file, tensors, {"key": key, "grid": json.dumps(list(vt.grid)), "video": str(path),
+                                "encoder": json.dumps(settings)})
     return _clip_from_tensors(path, tensors, list(vt.grid), False, file)
+
+
+def read_cache(file: Path, key: str) -> tuple[dict, dict] | None:
+    """Tensors and metadata of a token cache file written by :func:`write_cache`, or None.
+
+    None when ``file`` is missing, unreadable or partial, or holds another key (its metadata
+    ``"key"`` differs from ``key``): the caller then encodes again and overwrites it.
+    """
+    from safetensors import safe_open
+
+    if not file.is_file():
+        return None
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            meta = f.metadata() or {}
+            if meta.get("key") != key:
+                return None
+            return {k: f.get_tensor(k) for k in f.keys()}, meta
+    except Exception:  # unreadable or partial file
+        return None
+
+
+def write_cache(file: Path, tensors: dict, metadata: dict) -> None:
+    """Write ``tensors`` (contiguous) with string ``metadata`` (must hold ``"key"``) to ``file``
+    atomically: a temporary file in the same folder, then :func:`os.replace`, so that concurrent
+    runs and interrupted writes never leave a partial cache file under ``file``'s name."""
+    from safetensors.torch import save_file
+
+    file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = file.with_name(f"{file.name}.{os.getpid()}.tmp")
+    save_file({k: x.contiguous() for k, x in tensors.items()}, str(tmp), metadata=metadata)
+    os.replace(tmp, file)
 
 
 def _clip_from_tensors(path: Path, t: dict, grid: list, from_cache: bool, file: Path) -> EncodedClip:
