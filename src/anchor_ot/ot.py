@@ -75,6 +75,10 @@ class SinkhornResult:
         and the cost as passed: do not modify either in place before reading it.
     method : str
         ``"scaling"`` or ``"log"``: which form ran.
+    row_sums : torch.Tensor, shape (B, m)
+        ``T 1``, the plan's row sums (the transported mass of each source point), as the
+        marginal error summed them: callers that need them (AOT eq. 10 and 15) need not
+        make another pass over the plan.
     """
 
     plan: torch.Tensor
@@ -82,6 +86,7 @@ class SinkhornResult:
     converged: torch.Tensor
     marginal_error: torch.Tensor
     method: str
+    row_sums: torch.Tensor = field(repr=False, compare=False)
     _cost: torch.Tensor = field(repr=False, compare=False)
 
     @cached_property  # writes the instance __dict__ directly, so a frozen dataclass can cache it
@@ -260,8 +265,9 @@ def sinkhorn(
             def shifted(out=None):  # Cs again, same arithmetic (the scaling form takes Cs's storage)
                 return torch.sub(C, row_min, out=out).sub_(col_min)
 
-    def marginal_error(plan):
-        return (((plan.sum(-1) - a).abs().sum(-1) + (plan.sum(-2) - b).abs().sum(-1)) / total).detach()
+    def marginal_error(plan):  # and the row sums, which SinkhornResult returns
+        rows = plan.sum(-1)
+        return (((rows - a).abs().sum(-1) + (plan.sum(-2) - b).abs().sum(-1)) / total).detach(), rows
 
     if method == "log":
         plan, n_iter = _log_domain(Cs, a, b, active, eps, max_iter, tol, total)
@@ -277,7 +283,7 @@ def sinkhorn(
             out = _scaling(rebuild(), a, b, active, eps, max_iter, tol, total, shifted=absorb, flush=flush,
                            guard=True, tot_host=tot_host)
         plan, n_iter = out
-    err = marginal_error(plan)
+    err, rows = marginal_error(plan)
     # The largest error, one op and one host sync for both tests below: it is NaN or inf iff some
     # error is (max propagates NaN), and below tol iff every error is (err < tol compares in err's
     # dtype, so tol is rounded the same way; NaN fails both)
@@ -286,12 +292,12 @@ def sinkhorn(
     if method == "scaling" and wide and not grad and not math.isfinite(worst):
         # safety net: the stabilized scaling form broke down; the log domain cannot overflow
         plan, n_iter = _log_domain(shifted(), a, b, active, eps, max_iter, tol, total)
-        err, method = marginal_error(plan), "log"
+        (err, rows), method = marginal_error(plan), "log"
         worst = float(err.max())
     elif grad and method == "scaling" and wide and not bool((err < tol).all()):
         # autograd path (no absorption): wide range, redo in the log domain if scaling stalled
         plan, n_iter = _log_domain(Cs, a, b, active, eps, max_iter, tol, total)
-        err, method = marginal_error(plan), "log"
+        (err, rows), method = marginal_error(plan), "log"
         worst = float(err.max())
     converged = err < tol
     if warn and not worst < tol_e:
@@ -303,7 +309,7 @@ def sinkhorn(
             stacklevel=2,
         )
     result = SinkhornResult(plan=plan, n_iter=n_iter, converged=converged, marginal_error=err,
-                            method=method, _cost=cost)
+                            method=method, row_sums=rows, _cost=cost)
     if grad:  # computed now, under the caller's autograd mode, so that gradients flow through it
         result.transport_cost  # noqa: B018 (fills the cache)
     return result
