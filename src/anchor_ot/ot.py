@@ -98,9 +98,12 @@ class SinkhornResult:
         return torch.linalg.vecdot(self.plan.reshape(B, -1), C.reshape(B, -1))
 
 
-def _marginal(name: str, x: torch.Tensor | None, B: int, size: int, like: torch.Tensor) -> torch.Tensor:
+def _marginal(name: str, x: torch.Tensor | None, B: int, size: int, like: torch.Tensor):
+    """``x`` checked for shape and converted, and its value checks as 0-d bool tensors (None when
+    defaulted): (finite, some negative, some problem without mass, some zero), read by the caller
+    in one host sync with the other marginal's (see :func:`_check_marginals`)."""
     if x is None:
-        return torch.full((B, size), 1.0 / size, dtype=like.dtype, device=like.device)
+        return torch.full((B, size), 1.0 / size, dtype=like.dtype, device=like.device), None
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape ({B}, {size}) or None")
     if x.dim() == 1 and x.shape[0] == size:
@@ -108,11 +111,31 @@ def _marginal(name: str, x: torch.Tensor | None, B: int, size: int, like: torch.
     if tuple(x.shape) != (B, size):
         raise ValueError(f"{name} must have shape (B, {'m' if name == 'a' else 'n'}) = ({B}, {size}), got {tuple(x.shape)}")
     x = x.to(device=like.device, dtype=like.dtype)
-    if not torch.isfinite(x).all() or bool((x < 0).any()):
-        raise ValueError(f"marginal {name} must be finite and non-negative")
-    if bool((x.sum(-1) <= 0).any()):
-        raise ValueError(f"every problem needs positive total mass in {name}; drop empty problems from the batch")
-    return x
+    return x, (torch.isfinite(x).all(), (x < 0).any(), (x.sum(-1) <= 0).any(), (x == 0).any())
+
+
+def _check_marginals(a_chk, b_chk, same_total) -> tuple[bool, bool]:
+    """Raise on invalid marginals, in the order the checks were once made one by one (``a``'s
+    values, then ``b``'s, then the totals), from ONE host sync; return (a has zeros, b has zeros)."""
+    flags = [c for chk in (a_chk, b_chk) if chk is not None for c in chk]
+    if same_total is not None:
+        flags.append(same_total)
+    vals = torch.stack(flags).tolist() if flags else []
+    zero = []
+    for name, chk in (("a", a_chk), ("b", b_chk)):
+        if chk is None:
+            zero.append(False)
+            continue
+        finite, neg, empty, has_zero = vals[:4]
+        vals = vals[4:]
+        if not finite or neg:
+            raise ValueError(f"marginal {name} must be finite and non-negative")
+        if empty:
+            raise ValueError(f"every problem needs positive total mass in {name}; drop empty problems from the batch")
+        zero.append(bool(has_zero))
+    if same_total is not None and not vals[0]:
+        raise ValueError("marginals a and b must have the same total mass in every problem")
+    return zero[0], zero[1]
 
 
 def sinkhorn(
@@ -211,17 +234,19 @@ def sinkhorn(
     if not math.isfinite(c_range) and not bool(torch.isfinite(C).all()):
         raise ValueError("cost contains NaN or inf; check the features the cost was built from")
     uniform = a is None and b is None
-    a = _marginal("a", a, B, m, C)
-    b = _marginal("b", b, B, n, C)
+    a, a_chk = _marginal("a", a, B, m, C)
+    b, b_chk = _marginal("b", b, B, n, C)
     total = a.sum(-1)
-    if not uniform and not torch.allclose(total, b.sum(-1), rtol=1e-5, atol=0.0):
-        raise ValueError("marginals a and b must have the same total mass in every problem")
+    # the value checks of both marginals, their totals (allclose = isclose().all()) and whether
+    # either holds zeros (padding): one host sync
+    same_total = None if uniform else torch.isclose(total, b.sum(-1), rtol=1e-5, atol=0.0).all()
+    a_zero, b_zero = _check_marginals(a_chk, b_chk, same_total)
     # Without autograd the solver works in place (kernel, scalings and plan in preallocated
     # buffers); with it, the same iterations run out of place so that gradients flow.
     grad = torch.is_grad_enabled() and (C.requires_grad or a.requires_grad or b.requires_grad)
 
     # Shifting C by per-problem, per-row or per-column constants leaves the plan unchanged.
-    padded = not uniform and (bool((a == 0).any()) or bool((b == 0).any()))
+    padded = a_zero or b_zero
     active = ((a > 0)[:, :, None] & (b > 0)[:, None, :]) if padded else None
     if padded:  # the range over active entries only
         lo = torch.where(active, C, C.new_tensor(float("inf"))).amin(dim=(1, 2))
