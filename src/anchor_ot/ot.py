@@ -247,22 +247,39 @@ def sinkhorn(
 
     # Shifting C by per-problem, per-row or per-column constants leaves the plan unchanged.
     padded = a_zero or b_zero
-    active = ((a > 0)[:, :, None] & (b > 0)[:, None, :]) if padded else None
+    active = None  # (B, m, n) bool: entries whose row and column both have mass (padded paths that need it)
+    premasked = False  # Cs holds +inf on the inactive entries already: the scaling form need not mask them
     if padded:  # the range over active entries only
-        lo = torch.where(active, C, C.new_tensor(float("inf"))).amin(dim=(1, 2))
-        hi = torch.where(active, C, C.new_tensor(float("-inf"))).amax(dim=(1, 2))
-        c_range = float((hi - lo).max().detach())
+        # inactive entries: a mask broadcast from the side that has zeros (e.g. AOT's intra-frame problem:
+        # zero-mass anchor columns, no F x M x N mask built), the full one only when both sides have zeros
+        inactive = (~((a > 0)[:, :, None] & (b > 0)[:, None, :]) if a_zero and b_zero
+                    else (a == 0)[:, :, None] if a_zero else (b == 0)[:, None, :])
+        C_in = C.masked_fill(inactive, float("inf"))
+        lo = C_in.amin(dim=(1, 2))  # min over active entries (exact: the same value as where() + amin)
+        # C is finite here, so the active entries' range is at most c_hi - lo: when that bound passes the
+        # range test below, so does the exact range (same branch), and the masked maximum is not needed
+        c_range = float((c_hi - lo).max().detach())
+        if method != "log" and c_range / eps > _SCALING_MAX_EXPONENT:
+            hi = C.masked_fill(inactive, float("-inf")).amax(dim=(1, 2))
+            c_range = float((hi - lo).max().detach())
     else:
-        lo, hi = c_lo, c_hi
+        lo = c_lo
     wide = flush = False
     shifted = None
     if method != "log" and c_range / eps <= _SCALING_MAX_EXPONENT:
         # common case (cosine costs, eps >= 0.04): one shift per problem suffices
-        Cs, method = C - lo[:, None, None], "scaling"
+        if padded and not grad:
+            # inf - lo = inf on the inactive entries (lo is finite): the masked copy, shifted in place, is
+            # bitwise the shifted cost masked as _scaling would mask it
+            Cs, method, premasked = C_in.sub_(lo[:, None, None]), "scaling", True
+        else:
+            Cs, method = C - lo[:, None, None], "scaling"
 
         def rebuild():  # Cs again, same arithmetic (for a guarded redo of _scaling)
             return C - lo[:, None, None]
-    else:
+    if padded and not premasked:
+        active = (a > 0)[:, :, None] & (b > 0)[:, None, :]
+    if method == "log" or not (c_range / eps <= _SCALING_MAX_EXPONENT):
         # row then column minima over active entries: every row and column holds a zero
         # (without padding C is finite, so are the minima: the where() guards only padding)
         inf = C.new_tensor(float("inf"))
@@ -303,7 +320,8 @@ def sinkhorn(
         tot_host = float(total[0]) if uniform else None
         absorb = shifted if wide else None
         out = _scaling(Cs, a, b, active, eps, max_iter, tol, total, shifted=absorb, flush=flush,
-                       guard=padded, tot_host=tot_host, uniform=(m, n) if uniform else None)
+                       guard=padded, tot_host=tot_host, uniform=(m, n) if uniform else None,
+                       premasked=premasked)
         if out is None:  # a scaling reached the unguarded loop's bound: redo it guarded
             out = _scaling(rebuild(), a, b, active, eps, max_iter, tol, total, shifted=absorb, flush=flush,
                            guard=True, tot_host=tot_host)
@@ -419,7 +437,7 @@ class _Views(dict):
 
 
 def _scaling(Cs, a, b, active, eps, max_iter, tol, total, shifted=None, flush=False, guard=True,
-             tot_host=None, uniform=None):
+             tot_host=None, uniform=None, premasked=False):
     """Scaling iterations in preallocated buffers; the kernel's storage becomes the plan.
 
     The same iterates, stopping test and float operations as :func:`_scaling_autograd` (plans
@@ -446,7 +464,7 @@ def _scaling(Cs, a, b, active, eps, max_iter, tol, total, shifted=None, flush=Fa
     """
     B, m, n = Cs.shape
     absorb = shifted is not None
-    if active is not None:  # padding: exp(-inf) = 0 (exp of an inactive entry can overflow)
+    if active is not None:  # padding (``premasked``: the caller set the inactive entries to +inf already): exp(-inf) = 0 (exp of an inactive entry can overflow)
         Cs.masked_fill_(~active, float("inf"))
     K = Cs.mul_(-1.0 / eps).exp_()  # the kernel takes Cs's storage
     tiny = torch.finfo(K.dtype).tiny
@@ -473,7 +491,7 @@ def _scaling(Cs, a, b, active, eps, max_iter, tol, total, shifted=None, flush=Fa
     # iterate's last bits depended on which slot it sat in, i.e. on the test schedule.
     U, V, KV = _slots(K, B, m), _slots(K, B, n), _slots(K, B, m)
     Us, Vs, KVs = _Views(U), _Views(V), _Views(KV)
-    if active is None:  # no padding: every b_j > 0
+    if active is None and not premasked:  # no padding: every b_j > 0
         Vs[0].fill_(1.0)
     else:
         Vs[0].copy_(b3 > 0)
