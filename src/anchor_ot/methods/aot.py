@@ -581,8 +581,12 @@ class AOT(Reducer):
         if not full:
             cos = cos.masked_fill(~va_a[:, None, :], -2.0)
         if self.inter_ranking == "plan" or self.aggregation in ("ot", "ot-mass", "hard"):
-            a = va_s.to(work) / va_s.sum(1, keepdim=True).to(work)
-            b = va_a.to(work) / va_a.sum(1, keepdim=True).to(work)
+            if full:  # every frame has Mmax anchors: uniform marginals, sinkhorn's default (fl(1 / Mmax), the
+                # same values as the quotients below), which it need not check on the device
+                a = b = None
+            else:
+                a = va_s.to(work) / va_s.sum(1, keepdim=True).to(work)
+                b = va_a.to(work) / va_a.sum(1, keepdim=True).to(work)
             res = sinkhorn(1.0 - cos, a, b, eps=self.eps, max_iter=self.max_iter, tol=self.tol, warn=False)
             p = res.plan / res.row_sums[..., None].clamp_min(1e-30)  # eq. 15 row-normalized
             info.update(inter_sinkhorn_iters=res.n_iter, inter_marginal_error=float(res.marginal_error.max()),
