@@ -99,9 +99,9 @@ class SinkhornResult:
 
 
 def _marginal(name: str, x: torch.Tensor | None, B: int, size: int, like: torch.Tensor):
-    """``x`` checked for shape and converted, and its value checks as 0-d bool tensors (None when
-    defaulted): (finite, some negative, some problem without mass, some zero), read by the caller
-    in one host sync with the other marginal's (see :func:`_check_marginals`)."""
+    """``x`` checked for shape and converted, and its smallest and largest value (0-d tensors; None
+    when defaulted), which the caller reads in one host sync with the other marginal's
+    (see :func:`_check_marginals`)."""
     if x is None:
         return torch.full((B, size), 1.0 / size, dtype=like.dtype, device=like.device), None
     if not isinstance(x, torch.Tensor):
@@ -111,31 +111,37 @@ def _marginal(name: str, x: torch.Tensor | None, B: int, size: int, like: torch.
     if tuple(x.shape) != (B, size):
         raise ValueError(f"{name} must have shape (B, {'m' if name == 'a' else 'n'}) = ({B}, {size}), got {tuple(x.shape)}")
     x = x.to(device=like.device, dtype=like.dtype)
-    return x, (torch.isfinite(x).all(), (x < 0).any(), (x.sum(-1) <= 0).any(), (x == 0).any())
+    return x, torch.aminmax(x)
 
 
-def _check_marginals(a_chk, b_chk, same_total) -> tuple[bool, bool]:
-    """Raise on invalid marginals, in the order the checks were once made one by one (``a``'s
-    values, then ``b``'s, then the totals), from ONE host sync; return (a has zeros, b has zeros)."""
-    flags = [c for chk in (a_chk, b_chk) if chk is not None for c in chk]
-    if same_total is not None:
-        flags.append(same_total)
-    vals = torch.stack(flags).tolist() if flags else []
-    zero = []
-    for name, chk in (("a", a_chk), ("b", b_chk)):
-        if chk is None:
-            zero.append(False)
-            continue
-        finite, neg, empty, has_zero = vals[:4]
-        vals = vals[4:]
-        if not finite or neg:
+def _check_marginals(a_sum, b_sum, a_chk, b_chk) -> tuple[bool, bool]:
+    """Raise on invalid marginals from ONE host sync, in the order the checks were once made one by
+    one (``a``'s values, then ``b``'s, then the totals); return (a has zeros, b has zeros).
+
+    From each given marginal's minimum and maximum (NaN propagates into both), its problems'
+    smallest total (``a_sum``, ``b_sum``: the row sums of ``a`` and ``b``), and whether the totals
+    agree (``allclose`` = ``isclose().all()``, rtol 1e-5). Once the values are finite and
+    non-negative, a zero exists iff the minimum is 0.
+    """
+    vals, layout = [], []
+    for name, chk, tot in (("a", a_chk, a_sum), ("b", b_chk, b_sum)):
+        if chk is not None:
+            vals += [chk[0], chk[1], tot.amin()]
+            layout.append(name)
+    if a_chk is not None or b_chk is not None:  # not both defaulted
+        vals.append(torch.isclose(a_sum, b_sum, rtol=1e-5, atol=0.0).all().to(vals[0].dtype))
+    host = torch.stack(vals).tolist() if vals else []
+    zero = {"a": False, "b": False}
+    for i, name in enumerate(layout):
+        lo, hi, least = host[3 * i:3 * i + 3]
+        if not (math.isfinite(lo) and math.isfinite(hi)) or lo < 0:
             raise ValueError(f"marginal {name} must be finite and non-negative")
-        if empty:
+        if least <= 0:
             raise ValueError(f"every problem needs positive total mass in {name}; drop empty problems from the batch")
-        zero.append(bool(has_zero))
-    if same_total is not None and not vals[0]:
+        zero[name] = lo == 0
+    if host and not host[-1]:
         raise ValueError("marginals a and b must have the same total mass in every problem")
-    return zero[0], zero[1]
+    return zero["a"], zero["b"]
 
 
 def sinkhorn(
@@ -237,10 +243,9 @@ def sinkhorn(
     a, a_chk = _marginal("a", a, B, m, C)
     b, b_chk = _marginal("b", b, B, n, C)
     total = a.sum(-1)
-    # the value checks of both marginals, their totals (allclose = isclose().all()) and whether
-    # either holds zeros (padding): one host sync
-    same_total = None if uniform else torch.isclose(total, b.sum(-1), rtol=1e-5, atol=0.0).all()
-    a_zero, b_zero = _check_marginals(a_chk, b_chk, same_total)
+    # the value checks of both marginals, their totals and whether either holds zeros (padding): one
+    # host sync
+    a_zero, b_zero = (False, False) if uniform else _check_marginals(total, b.sum(-1), a_chk, b_chk)
     # Without autograd the solver works in place (kernel, scalings and plan in preallocated
     # buffers); with it, the same iterations run out of place so that gradients flow.
     grad = torch.is_grad_enabled() and (C.requires_grad or a.requires_grad or b.requires_grad)
