@@ -85,6 +85,36 @@ def test_both_forms_stop_at_the_first_iteration_below_tol(padded, mass, eps):
         assert bool(res.converged.all())
 
 
+@pytest.mark.parametrize("side", ["rows", "columns", "both"])
+@pytest.mark.parametrize("far", [False, True], ids=["near", "far-inactive"])
+def test_padding_on_one_side_runs_the_hand_iteration(side, far):
+    # zero rows only, zero columns only (AOT's intra-frame problem: anchor columns), or both: the
+    # inactive entries are masked before the shift (a broadcast mask where one side has zeros).
+    # "far": inactive entries hold costs far above the active range (c_max / eps > 50), so the
+    # bound c_max - min(active) fails the range test and the exact active range must be taken:
+    # the one-shift scaling form (the hand iteration from v = 1) must still run, 6 updates.
+    C, a, b = _problem(padded=True)
+    C_hand = C.clone()
+    if side == "rows":
+        b = _problem()[2]
+    elif side == "columns":
+        a = _problem()[1]
+    if far:
+        C = C.clone()
+        C[:, -1, :] += 1e3 * (a[:, -1] == 0)[:, None]
+        C[:, :, -1] += 1e3 * (b[:, -1] == 0)[:, None]
+    eps = 0.1
+    plan6, errs = _hand_sinkhorn(C_hand, a, b, eps, 6)
+    tol = (errs[4] * errs[5]) ** 0.5
+    res = sinkhorn(C, a, b, eps=eps, tol=tol, max_iter=1000)
+    assert res.method == "scaling" and res.n_iter == 6
+    torch.testing.assert_close(res.plan, plan6, atol=1e-14, rtol=1e-10)
+    assert float(res.plan[(a == 0)].abs().sum()) == 0.0
+    assert float(res.plan.transpose(1, 2)[(b == 0)].abs().sum()) == 0.0
+    # the row sums returned are the plan's (the same sum, bitwise)
+    assert torch.equal(res.row_sums, res.plan.sum(-1))
+
+
 def test_padded_log_domain_matches_pot_on_the_active_block():
     C, a, b = _problem(padded=True)
     res = sinkhorn(C, a, b, eps=0.1, tol=1e-12, max_iter=20000, method="log")

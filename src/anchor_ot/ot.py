@@ -75,6 +75,10 @@ class SinkhornResult:
         and the cost as passed: do not modify either in place before reading it.
     method : str
         ``"scaling"`` or ``"log"``: which form ran.
+    row_sums : torch.Tensor, shape (B, m)
+        ``T 1``, the plan's row sums (the transported mass of each source point), as the
+        marginal error summed them: callers that need them (AOT eq. 10 and 15) need not
+        make another pass over the plan.
     """
 
     plan: torch.Tensor
@@ -82,6 +86,7 @@ class SinkhornResult:
     converged: torch.Tensor
     marginal_error: torch.Tensor
     method: str
+    row_sums: torch.Tensor = field(repr=False, compare=False)
     _cost: torch.Tensor = field(repr=False, compare=False)
 
     @cached_property  # writes the instance __dict__ directly, so a frozen dataclass can cache it
@@ -93,9 +98,12 @@ class SinkhornResult:
         return torch.linalg.vecdot(self.plan.reshape(B, -1), C.reshape(B, -1))
 
 
-def _marginal(name: str, x: torch.Tensor | None, B: int, size: int, like: torch.Tensor) -> torch.Tensor:
+def _marginal(name: str, x: torch.Tensor | None, B: int, size: int, like: torch.Tensor):
+    """``x`` checked for shape and converted, and its smallest and largest value (0-d tensors; None
+    when defaulted), which the caller reads in one host sync with the other marginal's
+    (see :func:`_check_marginals`)."""
     if x is None:
-        return torch.full((B, size), 1.0 / size, dtype=like.dtype, device=like.device)
+        return torch.full((B, size), 1.0 / size, dtype=like.dtype, device=like.device), None
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape ({B}, {size}) or None")
     if x.dim() == 1 and x.shape[0] == size:
@@ -103,11 +111,37 @@ def _marginal(name: str, x: torch.Tensor | None, B: int, size: int, like: torch.
     if tuple(x.shape) != (B, size):
         raise ValueError(f"{name} must have shape (B, {'m' if name == 'a' else 'n'}) = ({B}, {size}), got {tuple(x.shape)}")
     x = x.to(device=like.device, dtype=like.dtype)
-    if not torch.isfinite(x).all() or bool((x < 0).any()):
-        raise ValueError(f"marginal {name} must be finite and non-negative")
-    if bool((x.sum(-1) <= 0).any()):
-        raise ValueError(f"every problem needs positive total mass in {name}; drop empty problems from the batch")
-    return x
+    return x, torch.aminmax(x)
+
+
+def _check_marginals(a_sum, b_sum, a_chk, b_chk) -> tuple[bool, bool]:
+    """Raise on invalid marginals from ONE host sync, in the order the checks were once made one by
+    one (``a``'s values, then ``b``'s, then the totals); return (a has zeros, b has zeros).
+
+    From each given marginal's minimum and maximum (NaN propagates into both), its problems'
+    smallest total (``a_sum``, ``b_sum``: the row sums of ``a`` and ``b``), and whether the totals
+    agree (``allclose`` = ``isclose().all()``, rtol 1e-5). Once the values are finite and
+    non-negative, a zero exists iff the minimum is 0.
+    """
+    vals, layout = [], []
+    for name, chk, tot in (("a", a_chk, a_sum), ("b", b_chk, b_sum)):
+        if chk is not None:
+            vals += [chk[0], chk[1], tot.amin()]
+            layout.append(name)
+    if a_chk is not None or b_chk is not None:  # not both defaulted
+        vals.append(torch.isclose(a_sum, b_sum, rtol=1e-5, atol=0.0).all().to(vals[0].dtype))
+    host = torch.stack(vals).tolist() if vals else []
+    zero = {"a": False, "b": False}
+    for i, name in enumerate(layout):
+        lo, hi, least = host[3 * i:3 * i + 3]
+        if not (math.isfinite(lo) and math.isfinite(hi)) or lo < 0:
+            raise ValueError(f"marginal {name} must be finite and non-negative")
+        if least <= 0:
+            raise ValueError(f"every problem needs positive total mass in {name}; drop empty problems from the batch")
+        zero[name] = lo == 0
+    if host and not host[-1]:
+        raise ValueError("marginals a and b must have the same total mass in every problem")
+    return zero["a"], zero["b"]
 
 
 def sinkhorn(
@@ -206,33 +240,51 @@ def sinkhorn(
     if not math.isfinite(c_range) and not bool(torch.isfinite(C).all()):
         raise ValueError("cost contains NaN or inf; check the features the cost was built from")
     uniform = a is None and b is None
-    a = _marginal("a", a, B, m, C)
-    b = _marginal("b", b, B, n, C)
+    a, a_chk = _marginal("a", a, B, m, C)
+    b, b_chk = _marginal("b", b, B, n, C)
     total = a.sum(-1)
-    if not uniform and not torch.allclose(total, b.sum(-1), rtol=1e-5, atol=0.0):
-        raise ValueError("marginals a and b must have the same total mass in every problem")
+    # the value checks of both marginals, their totals and whether either holds zeros (padding): one
+    # host sync
+    a_zero, b_zero = (False, False) if uniform else _check_marginals(total, b.sum(-1), a_chk, b_chk)
     # Without autograd the solver works in place (kernel, scalings and plan in preallocated
     # buffers); with it, the same iterations run out of place so that gradients flow.
     grad = torch.is_grad_enabled() and (C.requires_grad or a.requires_grad or b.requires_grad)
 
     # Shifting C by per-problem, per-row or per-column constants leaves the plan unchanged.
-    padded = not uniform and (bool((a == 0).any()) or bool((b == 0).any()))
-    active = ((a > 0)[:, :, None] & (b > 0)[:, None, :]) if padded else None
+    padded = a_zero or b_zero
+    active = None  # (B, m, n) bool: entries whose row and column both have mass (padded paths that need it)
+    premasked = False  # Cs holds +inf on the inactive entries already: the scaling form need not mask them
     if padded:  # the range over active entries only
-        lo = torch.where(active, C, C.new_tensor(float("inf"))).amin(dim=(1, 2))
-        hi = torch.where(active, C, C.new_tensor(float("-inf"))).amax(dim=(1, 2))
-        c_range = float((hi - lo).max().detach())
+        # inactive entries: a mask broadcast from the side that has zeros (e.g. AOT's intra-frame problem:
+        # zero-mass anchor columns, no F x M x N mask built), the full one only when both sides have zeros
+        inactive = (~((a > 0)[:, :, None] & (b > 0)[:, None, :]) if a_zero and b_zero
+                    else (a == 0)[:, :, None] if a_zero else (b == 0)[:, None, :])
+        C_in = C.masked_fill(inactive, float("inf"))
+        lo = C_in.amin(dim=(1, 2))  # min over active entries (exact: the same value as where() + amin)
+        # C is finite here, so the active entries' range is at most c_hi - lo: when that bound passes the
+        # range test below, so does the exact range (same branch), and the masked maximum is not needed
+        c_range = float((c_hi - lo).max().detach())
+        if method != "log" and c_range / eps > _SCALING_MAX_EXPONENT:
+            hi = C.masked_fill(inactive, float("-inf")).amax(dim=(1, 2))
+            c_range = float((hi - lo).max().detach())
     else:
-        lo, hi = c_lo, c_hi
+        lo = c_lo
     wide = flush = False
     shifted = None
     if method != "log" and c_range / eps <= _SCALING_MAX_EXPONENT:
         # common case (cosine costs, eps >= 0.04): one shift per problem suffices
-        Cs, method = C - lo[:, None, None], "scaling"
+        if padded and not grad:
+            # inf - lo = inf on the inactive entries (lo is finite): the masked copy, shifted in place, is
+            # bitwise the shifted cost masked as _scaling would mask it
+            Cs, method, premasked = C_in.sub_(lo[:, None, None]), "scaling", True
+        else:
+            Cs, method = C - lo[:, None, None], "scaling"
 
         def rebuild():  # Cs again, same arithmetic (for a guarded redo of _scaling)
             return C - lo[:, None, None]
-    else:
+    if padded and not premasked:
+        active = (a > 0)[:, :, None] & (b > 0)[:, None, :]
+    if method == "log" or not (c_range / eps <= _SCALING_MAX_EXPONENT):
         # row then column minima over active entries: every row and column holds a zero
         # (without padding C is finite, so are the minima: the where() guards only padding)
         inf = C.new_tensor(float("inf"))
@@ -260,8 +312,9 @@ def sinkhorn(
             def shifted(out=None):  # Cs again, same arithmetic (the scaling form takes Cs's storage)
                 return torch.sub(C, row_min, out=out).sub_(col_min)
 
-    def marginal_error(plan):
-        return (((plan.sum(-1) - a).abs().sum(-1) + (plan.sum(-2) - b).abs().sum(-1)) / total).detach()
+    def marginal_error(plan):  # and the row sums, which SinkhornResult returns
+        rows = plan.sum(-1)
+        return (((rows - a).abs().sum(-1) + (plan.sum(-2) - b).abs().sum(-1)) / total).detach(), rows
 
     if method == "log":
         plan, n_iter = _log_domain(Cs, a, b, active, eps, max_iter, tol, total)
@@ -272,12 +325,13 @@ def sinkhorn(
         tot_host = float(total[0]) if uniform else None
         absorb = shifted if wide else None
         out = _scaling(Cs, a, b, active, eps, max_iter, tol, total, shifted=absorb, flush=flush,
-                       guard=padded, tot_host=tot_host, uniform=(m, n) if uniform else None)
+                       guard=padded, tot_host=tot_host, uniform=(m, n) if uniform else None,
+                       premasked=premasked)
         if out is None:  # a scaling reached the unguarded loop's bound: redo it guarded
             out = _scaling(rebuild(), a, b, active, eps, max_iter, tol, total, shifted=absorb, flush=flush,
                            guard=True, tot_host=tot_host)
         plan, n_iter = out
-    err = marginal_error(plan)
+    err, rows = marginal_error(plan)
     # The largest error, one op and one host sync for both tests below: it is NaN or inf iff some
     # error is (max propagates NaN), and below tol iff every error is (err < tol compares in err's
     # dtype, so tol is rounded the same way; NaN fails both)
@@ -286,12 +340,12 @@ def sinkhorn(
     if method == "scaling" and wide and not grad and not math.isfinite(worst):
         # safety net: the stabilized scaling form broke down; the log domain cannot overflow
         plan, n_iter = _log_domain(shifted(), a, b, active, eps, max_iter, tol, total)
-        err, method = marginal_error(plan), "log"
+        (err, rows), method = marginal_error(plan), "log"
         worst = float(err.max())
     elif grad and method == "scaling" and wide and not bool((err < tol).all()):
         # autograd path (no absorption): wide range, redo in the log domain if scaling stalled
         plan, n_iter = _log_domain(Cs, a, b, active, eps, max_iter, tol, total)
-        err, method = marginal_error(plan), "log"
+        (err, rows), method = marginal_error(plan), "log"
         worst = float(err.max())
     converged = err < tol
     if warn and not worst < tol_e:
@@ -303,7 +357,7 @@ def sinkhorn(
             stacklevel=2,
         )
     result = SinkhornResult(plan=plan, n_iter=n_iter, converged=converged, marginal_error=err,
-                            method=method, _cost=cost)
+                            method=method, row_sums=rows, _cost=cost)
     if grad:  # computed now, under the caller's autograd mode, so that gradients flow through it
         result.transport_cost  # noqa: B018 (fills the cache)
     return result
@@ -388,7 +442,7 @@ class _Views(dict):
 
 
 def _scaling(Cs, a, b, active, eps, max_iter, tol, total, shifted=None, flush=False, guard=True,
-             tot_host=None, uniform=None):
+             tot_host=None, uniform=None, premasked=False):
     """Scaling iterations in preallocated buffers; the kernel's storage becomes the plan.
 
     The same iterates, stopping test and float operations as :func:`_scaling_autograd` (plans
@@ -415,7 +469,7 @@ def _scaling(Cs, a, b, active, eps, max_iter, tol, total, shifted=None, flush=Fa
     """
     B, m, n = Cs.shape
     absorb = shifted is not None
-    if active is not None:  # padding: exp(-inf) = 0 (exp of an inactive entry can overflow)
+    if active is not None:  # padding (``premasked``: the caller set the inactive entries to +inf already): exp(-inf) = 0 (exp of an inactive entry can overflow)
         Cs.masked_fill_(~active, float("inf"))
     K = Cs.mul_(-1.0 / eps).exp_()  # the kernel takes Cs's storage
     tiny = torch.finfo(K.dtype).tiny
@@ -442,7 +496,7 @@ def _scaling(Cs, a, b, active, eps, max_iter, tol, total, shifted=None, flush=Fa
     # iterate's last bits depended on which slot it sat in, i.e. on the test schedule.
     U, V, KV = _slots(K, B, m), _slots(K, B, n), _slots(K, B, m)
     Us, Vs, KVs = _Views(U), _Views(V), _Views(KV)
-    if active is None:  # no padding: every b_j > 0
+    if active is None and not premasked:  # no padding: every b_j > 0
         Vs[0].fill_(1.0)
     else:
         Vs[0].copy_(b3 > 0)

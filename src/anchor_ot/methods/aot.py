@@ -511,6 +511,7 @@ class AOT(Reducer):
             b = torch.where(empty[:, None], torch.full_like(b, 1.0 / N), b)
         agg = self.aggregation
         info = {}
+        rows = None  # the plan's row sums, when P is the plan as sinkhorn returned it
         if agg in ("ot", "ot-mass", "hard"):
             res = sinkhorn(cost, a, b, eps=self.eps, max_iter=self.max_iter, tol=self.tol, warn=False)
             # The plan is exactly 0 in the columns of anchors (zero marginal: K and v vanish there) and in
@@ -530,6 +531,8 @@ class AOT(Reducer):
             return Xa, mass, assign, info
         if agg == "ot":
             P, lam = T, self.lambda_intra  # eq. 11 as published
+            if not any_empty:  # P is sinkhorn's plan: its row sums come with it (the same sum)
+                rows = res.row_sums
         elif agg == "ot-mass":
             P, lam = T * U_f.to(work)[:, None, None], self.lambda_intra
         elif agg == "hard":
@@ -538,7 +541,7 @@ class AOT(Reducer):
         else:  # cosine-weighted: each token spreads one unit by relu(cos)
             wgt = cos.clamp_min(0).masked_fill(~valid_a[..., None], 0) * unit[:, None, :]
             P, lam = wgt / wgt.sum(1, keepdim=True).clamp_min(1e-12), self.lambda_intra
-        m = P.sum(-1, keepdim=True)  # eq. 10
+        m = P.sum(-1, keepdim=True) if rows is None else rows[..., None]  # eq. 10
         if torch.is_grad_enabled() and (X.requires_grad or P.requires_grad or Xa.requires_grad):
             A = torch.baddbmm(Xa, P, X.to(Xa.dtype), alpha=lam)
         else:
@@ -578,10 +581,14 @@ class AOT(Reducer):
         if not full:
             cos = cos.masked_fill(~va_a[:, None, :], -2.0)
         if self.inter_ranking == "plan" or self.aggregation in ("ot", "ot-mass", "hard"):
-            a = va_s.to(work) / va_s.sum(1, keepdim=True).to(work)
-            b = va_a.to(work) / va_a.sum(1, keepdim=True).to(work)
+            if full:  # every frame has Mmax anchors: uniform marginals, sinkhorn's default (fl(1 / Mmax), the
+                # same values as the quotients below), which it need not check on the device
+                a = b = None
+            else:
+                a = va_s.to(work) / va_s.sum(1, keepdim=True).to(work)
+                b = va_a.to(work) / va_a.sum(1, keepdim=True).to(work)
             res = sinkhorn(1.0 - cos, a, b, eps=self.eps, max_iter=self.max_iter, tol=self.tol, warn=False)
-            p = res.plan / res.plan.sum(-1, keepdim=True).clamp_min(1e-30)  # eq. 15 row-normalized
+            p = res.plan / res.row_sums[..., None].clamp_min(1e-30)  # eq. 15 row-normalized
             info.update(inter_sinkhorn_iters=res.n_iter, inter_marginal_error=float(res.marginal_error.max()),
                         inter_converged=bool(res.converged.all()))
         else:
