@@ -405,17 +405,19 @@ def token_means(x: torch.Tensor, assignment: torch.Tensor, num_out: int,
     vals = (1.0 / mass.to(work)).index_select(0, assignment.index_select(0, order))
     with warnings.catch_warnings():  # CSR is "beta" in torch 2.x; this use (CSR @ dense) is long supported
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        # products written straight into ``out`` (beta=0: its contents are ignored): ``plan @ x``
+        # zero-fills a fresh result and copies it, two passes over (K, d) as long as the product
+        out = torch.empty(num_out, d, dtype=work, device=x.device)
         if x.dtype == work:
             plan = torch.sparse_csr_tensor(crow, order, vals, size=(num_out, T), check_invariants=False)
-            return plan @ x
-        out = torch.empty(num_out, d, dtype=work, device=x.device)
+            return torch.addmm(out, plan, x, beta=0, out=out)
         nz = crow[[r for span in spans for r in span[:2]]].tolist()  # one host sync: nonzeros per block
         buf = torch.empty(max(t1 - t0 for _, _, t0, t1 in spans), d, dtype=work, device=x.device)
         for (r0, r1, t0, t1), n0, n1 in zip(spans, nz[::2], nz[1::2]):  # blocks of clips, not tokens
             xc = buf[:t1 - t0].copy_(x[t0:t1])
             plan = torch.sparse_csr_tensor(crow[r0:r1 + 1] - n0, order[n0:n1] - t0, vals[n0:n1],
                                            size=(r1 - r0, t1 - t0), check_invariants=False)
-            out[r0:r1] = plan @ xc
+            torch.addmm(out[r0:r1], plan, xc, beta=0, out=out[r0:r1])
         return out
 
 
