@@ -333,10 +333,17 @@ def project(x: torch.Tensor, basis: torch.Tensor, dtype: torch.dtype | None = No
         return torch.bmm(x.to(dtype), b.expand(F, d, k)).to(x.dtype)
     out = torch.empty(F, N, k, dtype=x.dtype, device=x.device)
     step = max(1, PROJECT_BLOCK // N)
+    bb = _batched(b, min(step, F))
     for i in range(0, F, step):  # blocks of frames (memory locality), not tokens
         xb = x[i:i + step].to(dtype)
-        out[i:i + step] = torch.bmm(xb, b.expand(xb.shape[0], d, k))
+        out[i:i + step] = torch.bmm(xb, bb[:xb.shape[0]])  # bf16 product, widened into out
     return out
+
+
+def _batched(b: torch.Tensor, n: int) -> torch.Tensor:
+    """(n, d, k) contiguous copies of a (d, k) basis: the batched product's operand, made once per call
+    (``bmm`` makes a stride-0 ``expand`` contiguous itself, i.e. one (n, d, k) copy per block)."""
+    return b.expand(n, *b.shape).contiguous()
 
 
 def _project_blocks(x: torch.Tensor, basis: torch.Tensor, dtype: torch.dtype | None, with_norms: bool):
@@ -354,6 +361,7 @@ def _project_blocks(x: torch.Tensor, basis: torch.Tensor, dtype: torch.dtype | N
     # the low-precision operand: x itself when it already is in that dtype (bf16 -> fp32 -> bf16 is
     # exact), else a second reused buffer
     lbuf = None if dtype == x.dtype else torch.empty(step, N, d, dtype=dtype, device=x.device)
+    bb = _batched(b, step)
     for i in range(0, F, step):  # blocks of frames (blocking), not a loop over tokens
         n = min(step, F - i)
         xc = buf[:n].copy_(x[i:i + n])
@@ -363,7 +371,7 @@ def _project_blocks(x: torch.Tensor, basis: torch.Tensor, dtype: torch.dtype | N
             op = x[i:i + n]
         else:
             op = lbuf[:n].copy_(xc)
-        out[i:i + n] = torch.bmm(op, b.expand(n, d, k))
+        out[i:i + n] = torch.bmm(op, bb[:n])
     return (out, norms) if with_norms else out
 
 
