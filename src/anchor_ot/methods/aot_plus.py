@@ -324,20 +324,27 @@ def project(x: torch.Tensor, basis: torch.Tensor, dtype: torch.dtype | None = No
     k = basis.shape[1]
     if x.dtype != basis.dtype:
         return _project_blocks(x, basis, dtype, with_norms)
-    if with_norms:
+    blocked = dtype is not None and dtype != x.dtype and x.device.type == "cpu"
+    if with_norms and not blocked:
         return project(x, basis, dtype), torch.linalg.vector_norm(x, dim=-1)
     if dtype is None or dtype == x.dtype:
         return torch.bmm(x, basis.expand(F, d, k))
     b = basis.to(dtype)
-    if x.device.type != "cpu":
+    if not blocked:
         return torch.bmm(x.to(dtype), b.expand(F, d, k)).to(x.dtype)
     out = torch.empty(F, N, k, dtype=x.dtype, device=x.device)
+    # norms of each block while it is in cache, not a second pass over the video (a row's norm
+    # is a reduction over its own d values: the same bits block by block as over the whole)
+    norms = torch.empty(F, N, dtype=x.dtype, device=x.device) if with_norms else None
     step = max(1, PROJECT_BLOCK // N)
     bb = _batched(b, min(step, F))
     for i in range(0, F, step):  # blocks of frames (memory locality), not tokens
-        xb = x[i:i + step].to(dtype)
+        xs = x[i:i + step]
+        if norms is not None:
+            torch.linalg.vector_norm(xs, dim=-1, out=norms[i:i + step])
+        xb = xs.to(dtype)
         out[i:i + step] = torch.bmm(xb, bb[:xb.shape[0]])  # bf16 product, widened into out
-    return out
+    return (out, norms) if with_norms else out
 
 
 def _batched(b: torch.Tensor, n: int) -> torch.Tensor:
