@@ -597,14 +597,14 @@ def kcenter_rounds(u: torch.Tensor, valid: torch.Tensor, counts: torch.Tensor, f
             sim = sim - penalty * _cross(frame.gather(1, idx[:, None]), frame, linear)
         on = counts[:, s_] > 0
         best = torch.where(on[:, None], torch.maximum(best, sim), best)
-        blocked[ar[:, 0][on], idx[on]] = True
+        blocked[ar[:, 0], idx] |= on  # integer indices: no boolean-mask index (a nonzero each)
     picks[:, 0] = offs + pick
     for t in range(1, rounds):  # later rounds, each one batched (S x d) by (d x S*M) product
         active = counts > t  # (B, S)
-        gain = (1.0 - best).clamp_min(0)
+        gain = torch.rsub(best, 1.0).clamp_min_(0)
         if boost is not None:
             gain = gain * boost
-        gain = gain.masked_fill(blocked, -1.0).view(B, S, M)
+        gain = gain.masked_fill_(blocked, -1.0).view(B, S, M)
         pick = gain.argmax(2)
         idx = offs + pick  # (B, S)
         picks[:, t] = idx
@@ -614,7 +614,8 @@ def kcenter_rounds(u: torch.Tensor, valid: torch.Tensor, counts: torch.Tensor, f
         elif penalty > 0 and frame is not None:
             sim = sim - penalty * _cross(frame.gather(1, idx)[..., None], frame[:, None, :], linear)
         best = torch.maximum(best, sim.masked_fill_(~active[..., None], -2.0).amax(1))
-        blocked[ar.expand(B, S)[active], idx[active]] = True
+        # idx holds one point per subgroup (distinct): a scatter of the flags, no boolean-mask index
+        blocked.scatter_(1, idx, blocked.gather(1, idx) | active)
     keep = (torch.arange(rounds, device=dev)[None, :, None] < counts[:, None, :]).reshape(B, rounds * S)
     order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)[:, : int(counts.sum(1).max())]
     return picks.reshape(B, rounds * S).gather(1, order)
@@ -1116,10 +1117,16 @@ class AOTPlus(Reducer):
         boost = gweight.clamp_min(1).pow(self.mass_weight) if self.mass_weight > 0 and has_static else None
         if self.init == "kcenter-frame" and self.group == "clip" and Lmax > 1:
             fcaps = gvalid.view(C, Lmax, N).sum(-1)
-            fcounts = torch.stack([group_budget(int(counts[c]), fcaps[c].to(torch.float64), fcaps[c])
-                                   if int(counts[c]) >= int((fcaps[c] > 0).sum()) else
-                                   split_budget(int(counts[c]), fcaps[c].to(torch.float64), fcaps[c])
-                                   for c in range(C)]).to(dev)  # a loop over clips, not tokens
+            # the split is a function of (count, frame caps) alone: done once per distinct pair (uniform
+            # clips without static points: 2 pairs for 8 clips), from two host syncs, not 2 per clip
+            ck, fk = counts.tolist(), [tuple(r) for r in fcaps.tolist()]
+            split: dict = {}
+            for c, key in enumerate(zip(ck, fk)):  # a loop over clips, not tokens
+                if key not in split:
+                    n, fc = key[0], fcaps[c]
+                    split[key] = (group_budget(n, fc.to(torch.float64), fc) if n >= sum(v > 0 for v in key[1])
+                                  else split_budget(n, fc.to(torch.float64), fc))
+            fcounts = torch.stack([split[key] for key in zip(ck, fk)]).to(dev)
             seeds = kcenter_rounds(u.view(C, Lmax, N, D), gvalid.view(C, Lmax, N), fcounts, frame=pframe,
                                    penalty=self.frame_penalty, linear=self.penalty_shape == "linear", boost=boost)
         elif self.init in ("kcenter", "kcenter-frame"):
