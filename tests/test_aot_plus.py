@@ -461,6 +461,17 @@ def test_project_of_half_tokens_is_the_fp32_projection_bit_for_bit(dtype, low, m
     assert torch.equal(n32, torch.linalg.vector_norm(x.float(), dim=-1))
 
 
+def test_project_norms_taken_block_by_block_are_the_whole_tensor_norms(monkeypatch):
+    """fp32 tokens, bf16 product: the norms come from the projection's blocks (partial last block
+    here) and equal one norm pass over the whole tensor bit for bit; the sketch is unchanged."""
+    monkeypatch.setattr(aot_plus, "PROJECT_BLOCK", 100)  # 3 frames of 30 tokens per block: 10 = 3 + 3 + 3 + 1
+    g = torch.Generator().manual_seed(12)
+    x, b = torch.randn(10, 30, 33, generator=g), torch.randn(33, 5, generator=g)
+    z, n = project(x, b, torch.bfloat16, with_norms=True)
+    assert torch.equal(n, torch.linalg.vector_norm(x, dim=-1))
+    assert torch.equal(z, project(x, b, torch.bfloat16))
+
+
 @pytest.mark.parametrize("opts", [{}, {"static_tau": 0.3}, {"group": "frame"}, {"init": "kcenter"}])
 def test_pca_sketch_of_low_rank_tokens_equals_full_width(opts):
     """Tokens of rank 5: a width-5 PCA sketch keeps every inner product, so the whole reduction

@@ -324,19 +324,33 @@ def project(x: torch.Tensor, basis: torch.Tensor, dtype: torch.dtype | None = No
     k = basis.shape[1]
     if x.dtype != basis.dtype:
         return _project_blocks(x, basis, dtype, with_norms)
-    if with_norms:
+    blocked = dtype is not None and dtype != x.dtype and x.device.type == "cpu"
+    if with_norms and not blocked:
         return project(x, basis, dtype), torch.linalg.vector_norm(x, dim=-1)
     if dtype is None or dtype == x.dtype:
         return torch.bmm(x, basis.expand(F, d, k))
     b = basis.to(dtype)
-    if x.device.type != "cpu":
+    if not blocked:
         return torch.bmm(x.to(dtype), b.expand(F, d, k)).to(x.dtype)
     out = torch.empty(F, N, k, dtype=x.dtype, device=x.device)
+    # norms of each block while it is in cache, not a second pass over the video (a row's norm
+    # is a reduction over its own d values: the same bits block by block as over the whole)
+    norms = torch.empty(F, N, dtype=x.dtype, device=x.device) if with_norms else None
     step = max(1, PROJECT_BLOCK // N)
+    bb = _batched(b, min(step, F))
     for i in range(0, F, step):  # blocks of frames (memory locality), not tokens
-        xb = x[i:i + step].to(dtype)
-        out[i:i + step] = torch.bmm(xb, b.expand(xb.shape[0], d, k))
-    return out
+        xs = x[i:i + step]
+        if norms is not None:
+            torch.linalg.vector_norm(xs, dim=-1, out=norms[i:i + step])
+        xb = xs.to(dtype)
+        out[i:i + step] = torch.bmm(xb, bb[:xb.shape[0]])  # bf16 product, widened into out
+    return (out, norms) if with_norms else out
+
+
+def _batched(b: torch.Tensor, n: int) -> torch.Tensor:
+    """(n, d, k) contiguous copies of a (d, k) basis: the batched product's operand, made once per call
+    (``bmm`` makes a stride-0 ``expand`` contiguous itself, i.e. one (n, d, k) copy per block)."""
+    return b.expand(n, *b.shape).contiguous()
 
 
 def _project_blocks(x: torch.Tensor, basis: torch.Tensor, dtype: torch.dtype | None, with_norms: bool):
@@ -354,6 +368,7 @@ def _project_blocks(x: torch.Tensor, basis: torch.Tensor, dtype: torch.dtype | N
     # the low-precision operand: x itself when it already is in that dtype (bf16 -> fp32 -> bf16 is
     # exact), else a second reused buffer
     lbuf = None if dtype == x.dtype else torch.empty(step, N, d, dtype=dtype, device=x.device)
+    bb = _batched(b, step)
     for i in range(0, F, step):  # blocks of frames (blocking), not a loop over tokens
         n = min(step, F - i)
         xc = buf[:n].copy_(x[i:i + n])
@@ -363,7 +378,7 @@ def _project_blocks(x: torch.Tensor, basis: torch.Tensor, dtype: torch.dtype | N
             op = x[i:i + n]
         else:
             op = lbuf[:n].copy_(xc)
-        out[i:i + n] = torch.bmm(op, b.expand(n, d, k))
+        out[i:i + n] = torch.bmm(op, bb[:n])
     return (out, norms) if with_norms else out
 
 
@@ -405,17 +420,19 @@ def token_means(x: torch.Tensor, assignment: torch.Tensor, num_out: int,
     vals = (1.0 / mass.to(work)).index_select(0, assignment.index_select(0, order))
     with warnings.catch_warnings():  # CSR is "beta" in torch 2.x; this use (CSR @ dense) is long supported
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        # products written straight into ``out`` (beta=0: its contents are ignored): ``plan @ x``
+        # zero-fills a fresh result and copies it, two passes over (K, d) as long as the product
+        out = torch.empty(num_out, d, dtype=work, device=x.device)
         if x.dtype == work:
             plan = torch.sparse_csr_tensor(crow, order, vals, size=(num_out, T), check_invariants=False)
-            return plan @ x
-        out = torch.empty(num_out, d, dtype=work, device=x.device)
+            return torch.addmm(out, plan, x, beta=0, out=out)
         nz = crow[[r for span in spans for r in span[:2]]].tolist()  # one host sync: nonzeros per block
         buf = torch.empty(max(t1 - t0 for _, _, t0, t1 in spans), d, dtype=work, device=x.device)
         for (r0, r1, t0, t1), n0, n1 in zip(spans, nz[::2], nz[1::2]):  # blocks of clips, not tokens
             xc = buf[:t1 - t0].copy_(x[t0:t1])
             plan = torch.sparse_csr_tensor(crow[r0:r1 + 1] - n0, order[n0:n1] - t0, vals[n0:n1],
                                            size=(r1 - r0, t1 - t0), check_invariants=False)
-            out[r0:r1] = plan @ xc
+            torch.addmm(out[r0:r1], plan, xc, beta=0, out=out[r0:r1])
         return out
 
 
@@ -580,14 +597,14 @@ def kcenter_rounds(u: torch.Tensor, valid: torch.Tensor, counts: torch.Tensor, f
             sim = sim - penalty * _cross(frame.gather(1, idx[:, None]), frame, linear)
         on = counts[:, s_] > 0
         best = torch.where(on[:, None], torch.maximum(best, sim), best)
-        blocked[ar[:, 0][on], idx[on]] = True
+        blocked[ar[:, 0], idx] |= on  # integer indices: no boolean-mask index (a nonzero each)
     picks[:, 0] = offs + pick
     for t in range(1, rounds):  # later rounds, each one batched (S x d) by (d x S*M) product
         active = counts > t  # (B, S)
-        gain = (1.0 - best).clamp_min(0)
+        gain = torch.rsub(best, 1.0).clamp_min_(0)
         if boost is not None:
             gain = gain * boost
-        gain = gain.masked_fill(blocked, -1.0).view(B, S, M)
+        gain = gain.masked_fill_(blocked, -1.0).view(B, S, M)
         pick = gain.argmax(2)
         idx = offs + pick  # (B, S)
         picks[:, t] = idx
@@ -597,7 +614,8 @@ def kcenter_rounds(u: torch.Tensor, valid: torch.Tensor, counts: torch.Tensor, f
         elif penalty > 0 and frame is not None:
             sim = sim - penalty * _cross(frame.gather(1, idx)[..., None], frame[:, None, :], linear)
         best = torch.maximum(best, sim.masked_fill_(~active[..., None], -2.0).amax(1))
-        blocked[ar.expand(B, S)[active], idx[active]] = True
+        # idx holds one point per subgroup (distinct): a scatter of the flags, no boolean-mask index
+        blocked.scatter_(1, idx, blocked.gather(1, idx) | active)
     keep = (torch.arange(rounds, device=dev)[None, :, None] < counts[:, None, :]).reshape(B, rounds * S)
     order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)[:, : int(counts.sum(1).max())]
     return picks.reshape(B, rounds * S).gather(1, order)
@@ -1099,10 +1117,16 @@ class AOTPlus(Reducer):
         boost = gweight.clamp_min(1).pow(self.mass_weight) if self.mass_weight > 0 and has_static else None
         if self.init == "kcenter-frame" and self.group == "clip" and Lmax > 1:
             fcaps = gvalid.view(C, Lmax, N).sum(-1)
-            fcounts = torch.stack([group_budget(int(counts[c]), fcaps[c].to(torch.float64), fcaps[c])
-                                   if int(counts[c]) >= int((fcaps[c] > 0).sum()) else
-                                   split_budget(int(counts[c]), fcaps[c].to(torch.float64), fcaps[c])
-                                   for c in range(C)]).to(dev)  # a loop over clips, not tokens
+            # the split is a function of (count, frame caps) alone: done once per distinct pair (uniform
+            # clips without static points: 2 pairs for 8 clips), from two host syncs, not 2 per clip
+            ck, fk = counts.tolist(), [tuple(r) for r in fcaps.tolist()]
+            split: dict = {}
+            for c, key in enumerate(zip(ck, fk)):  # a loop over clips, not tokens
+                if key not in split:
+                    n, fc = key[0], fcaps[c]
+                    split[key] = (group_budget(n, fc.to(torch.float64), fc) if n >= sum(v > 0 for v in key[1])
+                                  else split_budget(n, fc.to(torch.float64), fc))
+            fcounts = torch.stack([split[key] for key in zip(ck, fk)]).to(dev)
             seeds = kcenter_rounds(u.view(C, Lmax, N, D), gvalid.view(C, Lmax, N), fcounts, frame=pframe,
                                    penalty=self.frame_penalty, linear=self.penalty_shape == "linear", boost=boost)
         elif self.init in ("kcenter", "kcenter-frame"):
