@@ -30,21 +30,6 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def load(src: str):
-    """Import ``anchor_ot.methods`` and ``anchor_ot.types`` from ``src`` (a fresh module set)."""
-    for k in [k for k in sys.modules if k == "anchor_ot" or k.startswith("anchor_ot.")]:
-        del sys.modules[k]
-    sys.path.insert(0, src)
-    try:
-        import anchor_ot.methods as m
-        import anchor_ot.types as t
-    finally:
-        sys.path.remove(src)
-    if not os.path.abspath(m.__file__).startswith(os.path.abspath(src)):
-        raise SystemExit(f"anchor_ot was not imported from {src} (got {m.__file__})")
-    return m, t
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--old", required=True, help="src folder of the old checkout")
@@ -54,9 +39,11 @@ def main() -> None:
     ap.add_argument("--dtypes", nargs="*", default=["float32", "float16", "bfloat16"])
     ap.add_argument("--rounds", type=int, default=15)
     args = ap.parse_args()
-    om, ot_ = load(args.old)
-    nm, nt_ = load(args.new)
     sys.path.insert(0, HERE)
+    from _trees import import_tree  # noqa: E402  (benchmarks/_trees.py)
+
+    om, ot_ = import_tree(args.old, "anchor_ot.methods", "anchor_ot.types")
+    nm, nt_ = import_tree(args.new, "anchor_ot.methods", "anchor_ot.types")
     from _floor import floor_setting  # noqa: E402  (imports anchor_ot: the new tree, loaded last)
 
     X, g, l, floor, _ = floor_setting()

@@ -21,27 +21,12 @@ Plans are compared first (``torch.equal`` with the first tree). Example (about 3
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import statistics as st
 import sys
 import time
 
 import torch
-
-
-def load(src: str):
-    """``anchor_ot.ot`` imported from the ``src`` folder ``src`` (a fresh module set)."""
-    for k in [k for k in sys.modules if k == "anchor_ot" or k.startswith("anchor_ot.")]:
-        del sys.modules[k]
-    sys.path.insert(0, os.path.abspath(src))
-    try:
-        mod = importlib.import_module("anchor_ot.ot")
-    finally:
-        sys.path.pop(0)
-    if not os.path.abspath(mod.__file__).startswith(os.path.abspath(src)):
-        raise SystemExit(f"anchor_ot was not imported from {src} (got {mod.__file__})")
-    return mod
 
 
 def problems(F=32, N=196, M=20, d=3584, seed=0):
@@ -64,7 +49,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=201)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    mods = [load(t) for t in args.trees]
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from _trees import import_tree  # noqa: E402  (benchmarks/_trees.py)
+
+    mods = [import_tree(t, "anchor_ot.ot")[0] for t in args.trees]
     print(f"torch {torch.__version__}, 1 thread, thread CPU time, median (fastest) of {args.rounds} "
           f"interleaved calls, load average {os.getloadavg()[0]:.1f} at start")
     print()
