@@ -147,12 +147,13 @@ def _frames_bmm(A: torch.Tensor, X: torch.Tensor, transpose: bool = False, out: 
                 alpha: float = 1.0, with_norms: bool = False):
     """``bmm(A, X^T)`` (``transpose``) or ``out += alpha * bmm(A, X)`` in A's dtype, batched over frames.
 
-    X in A's dtype: one batched call. X in a narrower dtype (fp16/bf16 tokens, fp32 work): frames
-    are converted a chunk at a time into ONE reused buffer of ~4 MiB per thread (one frame at 1
-    thread here) and multiplied from it while it is still in cache, so no fp32 copy of the video is
+    X in A's dtype: one batched call (``with_norms``: also return the L2 norm of every token,
+    (F, N)). X in a narrower dtype (fp16/bf16 tokens, fp32 work), accumulate form only (``out``
+    given; the anchors x tokens product of half tokens is :func:`_half_anchor_cos`): frames are
+    converted a chunk at a time into ONE reused buffer of ~4 MiB per thread (one frame at 1 thread
+    here) and multiplied from it while it is still in cache, so no fp32 copy of the video is
     allocated, no fresh pages are touched per chunk, and the tokens are read from memory once per
     product at their own (half) width; each frame's product is the same GEMM as in the one-call form.
-    ``with_norms``: also return the L2 norm of every token, (F, N), of the converted values.
     """
     F, N, d = X.shape
     if X.dtype == A.dtype:
@@ -160,18 +161,12 @@ def _frames_bmm(A: torch.Tensor, X: torch.Tensor, transpose: bool = False, out: 
             res = torch.bmm(A, X.transpose(1, 2) if transpose else X)
             return (res, X.norm(dim=-1)) if with_norms else res
         return out.baddbmm_(A, X, alpha=alpha)
+    if out is None or transpose or with_norms:
+        raise TypeError("_frames_bmm: tokens narrower than A only in the accumulate form (out given); "
+                        "use _half_anchor_cos for the anchors x tokens product")
     step = _chunk_frames(F, N, d)
     buf = torch.empty(min(step, F), N, d, dtype=A.dtype, device=A.device)
-    if out is None:
-        out = torch.empty(F, A.shape[1], N if transpose else d, dtype=A.dtype, device=A.device)
-        norms = torch.empty(F, N, dtype=A.dtype, device=A.device) if with_norms else None
-        for f in range(0, F, step):  # chunks of frames (blocking), not a loop over tokens
-            xc = buf[:min(step, F - f)].copy_(X[f:f + step])
-            if norms is not None:
-                torch.linalg.vector_norm(xc, dim=-1, out=norms[f:f + step])
-            torch.bmm(A[f:f + step], xc.transpose(1, 2) if transpose else xc, out=out[f:f + step])
-        return (out, norms) if with_norms else out
-    for f in range(0, F, step):
+    for f in range(0, F, step):  # chunks of frames (blocking), not a loop over tokens
         out[f:f + step].baddbmm_(A[f:f + step], buf[:min(step, F - f)].copy_(X[f:f + step]), alpha=alpha)
     return out
 
@@ -186,10 +181,11 @@ def _chunk_frames(F: int, N: int, d: int) -> int:
 def _half_anchor_cos(X: torch.Tensor, anchor_idx: torch.Tensor, work: torch.dtype):
     """Anchors, anchors x tokens products and token norms of fp16/bf16 tokens, in ``work``.
 
-    Same chunks, buffer and products as :func:`_frames_bmm` with ``with_norms``; the anchors
-    (F, M, d) are gathered from each converted chunk while it is in cache, instead of gathered
-    at half width from memory and converted in a second pass (the values are the same: the
-    conversion to ``work`` is exact). Returns (anchors, products (F, M, N), norms (F, N)).
+    Same chunks and reused buffer as :func:`_frames_bmm`'s accumulate form; the anchors (F, M, d)
+    are gathered from each converted chunk while it is in cache, instead of gathered at half width
+    from memory and converted in a second pass (the values are the same: the conversion to ``work``
+    is exact), and each frame's product is the same GEMM as one ``bmm`` over the converted video.
+    Returns (anchors, products (F, M, N), norms (F, N)).
     """
     F, N, d = X.shape
     M = anchor_idx.shape[1]
