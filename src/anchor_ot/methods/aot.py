@@ -57,7 +57,6 @@ that takes the largest share of it (plan argmax; nearest anchor by cosine for
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
