@@ -88,14 +88,17 @@ def test_identity_at_full_retention():
 
 # -- planted structure -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("opts", [{}, {"assign": "ot"}, {"init": "random"}, {"frame_penalty": 0.0},
+@pytest.mark.parametrize("sim_dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("opts", [{}, {"assign": "ot"}, {"init": "random", "iters": 3}, {"frame_penalty": 0.0},
                                   {"sketch_dim": 4}, {"sketch_dim": 12, "sketch": "random"}, {"sketch_dim": None}])
-def test_recovers_planted_clusters_per_clip(opts):
+def test_recovers_planted_clusters_per_clip(opts, sim_dtype):
     """k directions shared by all frames, K = k per clip and no frame penalty: each output token
-    is exactly one planted cluster of its clip (whatever frame its tokens sit in)."""
+    is exactly one planted cluster of its clip (whatever frame its tokens sit in). Both similarity
+    dtypes, whatever ``"auto"`` picks on this CPU. From random anchors the assignment/barycentre
+    alternation needs 3 rounds here (2, the default, recover the clusters only by luck of rounding)."""
     F, grid, k = 8, (4, 4), 3
     video, labels = planted(F=F, grid=grid, k=k)
-    opts = {"frame_penalty": 0.0, **opts}
+    opts = {"frame_penalty": 0.0, "sim_dtype": sim_dtype, **opts}
     red = AOTPlus(retention=2 * k / (F * 16), clip_length=4, **opts)  # 2 clips x k anchors
     out = red(video)
     assert out.num_tokens == 2 * k
@@ -854,3 +857,49 @@ def test_static_place_spread_puts_position_n_in_frame_n_mod_L(place):
             row = a[c * L:(c + 1) * L, n]
             assert row.unique().numel() == 1
             assert int(out.source_index[row[0]]) == (c * L + n % L) * N + n
+
+
+# -- similarity dtype: bf16 kernels or not ---------------------------------------------------------
+
+def test_native_bf16_matmul_is_torchs_own_test():
+    assert aot_plus.native_bf16_matmul() is bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["torch-bf16", "fp32-rounded"])
+def test_lowp_matmul_is_a_bf16_gemm_on_both_paths(native, monkeypatch):
+    """Either path: bf16 operands, fp32 accumulation, one bf16 rounding of the result, i.e. within one
+    bf16 unit (2**-8 relative) of the exact product of the bf16 values; the emulated path is that
+    product rounded once, bit for bit."""
+    monkeypatch.setattr(aot_plus, "native_bf16_matmul", lambda: native)
+    g = torch.Generator().manual_seed(40)
+    a, b = torch.randn(3, 20, 64, generator=g).bfloat16(), torch.randn(3, 64, 7, generator=g).bfloat16()
+    out = aot_plus.lowp_matmul(a, b)
+    assert out.dtype == torch.bfloat16 and out.shape == (3, 20, 7)
+    exact = torch.matmul(a.double(), b.double())
+    assert float(((out.double() - exact).abs() / exact.abs().clamp_min(1e-3)).max()) <= 2.0 ** -8 + 1e-3
+    if not native:
+        assert torch.equal(out, torch.matmul(a.float(), b.float()).bfloat16())
+    # 2-D operands (the Gram matrix) and other dtypes: plain matmul
+    assert torch.equal(aot_plus.lowp_matmul(a[0], a[0].T), aot_plus.lowp_matmul(a[:1], a[:1].transpose(1, 2))[0])
+    x, y = a.float(), b.float()
+    assert torch.equal(aot_plus.lowp_matmul(x, y), torch.matmul(x, y))
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_sim_dtype_auto_resolves_by_device_and_cpu(native, monkeypatch):
+    monkeypatch.setattr(aot_plus, "native_bf16_matmul", lambda: native)
+    auto, f32, bf16 = (AOTPlus(retention=0.1, sim_dtype=s) for s in ("auto", "float32", "bfloat16"))
+    assert auto.similarity_dtype("cpu") == (torch.bfloat16 if native else None)
+    assert auto.similarity_dtype("cuda") == torch.bfloat16  # GPUs have bf16 GEMMs
+    assert f32.similarity_dtype("cuda") is None and bf16.similarity_dtype("cpu") == torch.bfloat16
+    video, _ = planted()
+    out = auto(video)
+    assert out.info["sim_dtype"] == ("bfloat16" if native else "float32")
+    same = bf16(video) if native else f32(video)  # "auto" is exactly the dtype it resolves to
+    assert torch.equal(out.tokens, same.tokens) and torch.equal(out.assignment, same.assignment)
+    assert f32(VideoTokens(video.tokens.double(), video.grid)).info["sim_dtype"] == "float64"
+
+
+def test_sim_dtype_rejects_unknown_names():
+    with pytest.raises(ValueError, match="sim_dtype"):
+        AOTPlus(retention=0.1, sim_dtype="float16")

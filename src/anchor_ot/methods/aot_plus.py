@@ -50,9 +50,10 @@ Sketch (issue 12, ``sketch_dim=96``): steps 4-6 (anchors, assignments, placement
 run on a 96-dimensional PCA projection of the tokens (:func:`sketch_basis`, one
 (F N, d) x (d, 96) product), and only the output means touch full d (one sparse
 product, :func:`token_means`); tokens of width <= 96 are used as they are.
-Similarity products run in bfloat16 by default (``sim_dtype``; with a sketch also
-the projection and the sample's Gram matrix); means, medoids and output tokens in
-the working dtype (float32, or float64 for float64 input).
+Similarity products run in bfloat16 where it is fast (``sim_dtype="auto"``: GPUs and CPUs
+with bf16 GEMM kernels; float32 on other CPUs; with a sketch also the projection and the
+sample's Gram matrix); means, medoids and output tokens in the working dtype (float32, or
+float64 for float64 input).
 
 Exact budget: ``num_kept = max(round(retention * F * N), clips)`` (``F`` clips in
 the worst case for dynamic segmentation), stated from the shape alone. Every
@@ -92,7 +93,7 @@ from anchor_ot.types import ReducedVideo, VideoTokens
 
 __all__ = ["AOTPlus", "kcenter_anchors", "kcenter_rounds", "static_positions", "static_runs", "adjacent_cosines",
            "group_budget", "sketch_basis",
-           "project", "token_means"]
+           "project", "token_means", "lowp_matmul", "native_bf16_matmul"]
 
 CLIP_MODES = ("uniform", "dynamic")
 CLIP_RULES = ("round", "divisor")
@@ -103,6 +104,54 @@ ASSIGNS = ("nearest", "ot")
 MARGINALS = ("mass", "uniform")
 OUTPUTS = ("mean", "medoid")
 SKETCHES = ("pca", "random")
+
+
+@functools.lru_cache(maxsize=None)
+def native_bf16_matmul() -> bool:
+    """Whether torch runs bfloat16 matrix products on this CPU with fast (oneDNN) kernels.
+
+    torch routes CPU bf16 GEMMs to oneDNN only where oneDNN has bf16 kernels (x86 with AVX-512
+    BW/VL/DQ, which includes AVX512-BF16 and AMX; Arm with BF16), the test torch itself makes
+    (``torch.ops.mkldnn._is_mkldnn_bf16_supported``); elsewhere (x86 with AVX2 only: AMD Zen 1-3,
+    Intel client CPUs) it falls back to a generic loop that was measured 20-40x slower than the
+    fp32 GEMM of the same shape here (AMD EPYC Zen 3, torch 2.13: a (196, 3584) x (3584, 96)
+    batch of 2 took 146 ms in bf16, 6 ms in fp32). False when the check is unavailable.
+    Cached: the answer is fixed for the process.
+    """
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # torch built without oneDNN, or the private op gone
+        return False
+
+
+def lowp_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``torch.matmul(a, b)`` of low-precision operands, fast on every CPU.
+
+    Parameters
+    ----------
+    a, b : torch.Tensor
+        Operands in one dtype, shapes as :func:`torch.matmul` takes them (here (B, n, k) x
+        (B, k, m) or (n, k) x (k, m)).
+
+    Returns
+    -------
+    torch.Tensor
+        ``a @ b`` in the operands' dtype.
+
+    Notes
+    -----
+    bfloat16 operands on a CPU without fast bf16 kernels (:func:`native_bf16_matmul` False):
+    the product is taken in float32 from the operands' exact float32 values and rounded to
+    bfloat16 once, i.e. the rounding model of a bf16 GEMM (bf16 operands, fp32 accumulation,
+    bf16 result) at the fp32 GEMM's speed. It can differ from torch's generic bf16 loop on the
+    same machine in the last bf16 bit of a few entries (its fp32 sums run in another order:
+    15 of 37,632 entries of a (196, 3584) x (3584, 96) batch here), as two machines' bf16 GEMMs
+    differ anyway. Every other case (fp32/fp64/fp16 operands, GPUs, CPUs with bf16 kernels) is
+    one plain ``torch.matmul``.
+    """
+    if a.dtype == torch.bfloat16 and a.device.type == "cpu" and not native_bf16_matmul():
+        return torch.matmul(a.float(), b.float()).to(torch.bfloat16)
+    return torch.matmul(a, b)
 
 
 def static_positions(x: torch.Tensor, clip_of: torch.Tensor, num_clips: int, tau: float) -> torch.Tensor:
@@ -291,7 +340,7 @@ def sketch_basis(x: torch.Tensor, width: int, kind: str = "pca", seed: int = 0,
     idx = torch.linspace(0, T - 1, m, device=x.device).round().long()
     s = unit_rows(x.index_select(0, idx).to(work))  # (m, d)
     sl = s if gram_dtype is None else s.to(gram_dtype)
-    lam, w = torch.linalg.eigh((sl @ sl.T).to(work))  # ascending eigenvalues of the (m, m) Gram matrix
+    lam, w = torch.linalg.eigh(lowp_matmul(sl, sl.T).to(work))  # ascending eigenvalues of the (m, m) Gram matrix
     k = min(width, m)
     lam, w = lam[-k:].flip(0), w[:, -k:].flip(1)
     return (s.T @ w) / lam.clamp_min(lam[0] * 1e-6 + 1e-30).sqrt()
@@ -331,7 +380,7 @@ def project(x: torch.Tensor, basis: torch.Tensor, dtype: torch.dtype | None = No
         return torch.bmm(x, basis.expand(F, d, k))
     b = basis.to(dtype)
     if not blocked:
-        return torch.bmm(x.to(dtype), b.expand(F, d, k)).to(x.dtype)
+        return lowp_matmul(x.to(dtype), b.expand(F, d, k)).to(x.dtype)
     out = torch.empty(F, N, k, dtype=x.dtype, device=x.device)
     # norms of each block while it is in cache, not a second pass over the video (a row's norm
     # is a reduction over its own d values: the same bits block by block as over the whole)
@@ -343,7 +392,7 @@ def project(x: torch.Tensor, basis: torch.Tensor, dtype: torch.dtype | None = No
         if norms is not None:
             torch.linalg.vector_norm(xs, dim=-1, out=norms[i:i + step])
         xb = xs.to(dtype)
-        out[i:i + step] = torch.bmm(xb, bb[:xb.shape[0]])  # bf16 product, widened into out
+        out[i:i + step] = lowp_matmul(xb, bb[:xb.shape[0]])  # bf16 product, widened into out
     return (out, norms) if with_norms else out
 
 
@@ -378,7 +427,7 @@ def _project_blocks(x: torch.Tensor, basis: torch.Tensor, dtype: torch.dtype | N
             op = x[i:i + n]
         else:
             op = lbuf[:n].copy_(xc)
-        out[i:i + n] = torch.bmm(op, bb[:n])
+        out[i:i + n] = lowp_matmul(op, bb[:n])
     return (out, norms) if with_norms else out
 
 
@@ -501,7 +550,7 @@ def kcenter_anchors(u: torch.Tensor, valid: torch.Tensor, counts: torch.Tensor, 
     ar = torch.arange(B, device=dev)
     if start is None:
         mean = (u * valid[..., None]).sum(1)
-        start = torch.bmm(u, mean[..., None]).squeeze(-1).masked_fill(~valid, float("-inf")).argmax(1)
+        start = lowp_matmul(u, mean[..., None]).squeeze(-1).masked_fill(~valid, float("-inf")).argmax(1)
     if weight > 0 and score is not None:
         s = score.clamp_min(0).masked_fill(~valid, 0)
         s = (s / s.amax(1, keepdim=True).clamp_min(1e-30)).pow(weight)
@@ -524,7 +573,7 @@ def kcenter_anchors(u: torch.Tensor, valid: torch.Tensor, counts: torch.Tensor, 
         picks[:, t] = pick
         blocked[ar, pick] = True
         # (B, 1, d) @ (B, d, P): ~4x faster than bmm(u, column) on CPU (a batched GEMV)
-        sim = torch.matmul(u[ar, pick][:, None, :], ut).squeeze(1).to(acc)
+        sim = lowp_matmul(u[ar, pick][:, None, :], ut).squeeze(1).to(acc)
         if penalty > 0 and frame is not None:
             sim = sim - penalty * _cross(frame[ar, pick][:, None], frame, linear)
         best = torch.maximum(best, sim)
@@ -566,7 +615,7 @@ def kcenter_rounds(u: torch.Tensor, valid: torch.Tensor, counts: torch.Tensor, f
     ut = flat.transpose(1, 2)
     rounds = int(counts.max())
     mean = (u * valid[..., None]).sum(2)  # (B, S, d): first pick = point nearest its subgroup's mean
-    pick = torch.matmul(u, mean[..., None]).squeeze(-1).to(acc).masked_fill(~valid, float("-inf")).argmax(2)
+    pick = lowp_matmul(u, mean[..., None]).squeeze(-1).to(acc).masked_fill(~valid, float("-inf")).argmax(2)
     best = torch.full((B, S * M), -2.0, dtype=acc, device=dev)
     blocked = ~valid.reshape(B, S * M)
     offs = torch.arange(S, device=dev) * M
@@ -590,7 +639,7 @@ def kcenter_rounds(u: torch.Tensor, valid: torch.Tensor, counts: torch.Tensor, f
             gain = gain.masked_fill(blocked, -1.0).view(B, S, M)[:, s_]
             pick[:, s_] = gain.argmax(1)
         idx = offs[s_] + pick[:, s_]  # (B,)
-        sim = torch.matmul(flat[ar[:, 0], idx][:, None, :], ut).squeeze(1).to(acc)  # (B, S*M)
+        sim = lowp_matmul(flat[ar[:, 0], idx][:, None, :], ut).squeeze(1).to(acc)  # (B, S*M)
         if pen_sub is not None:
             sim = sim - (pen_sub[:, s_] if free is None else pen_sub[:, s_] * free.gather(1, idx[:, None]))
         elif penalty > 0 and frame is not None:
@@ -608,7 +657,7 @@ def kcenter_rounds(u: torch.Tensor, valid: torch.Tensor, counts: torch.Tensor, f
         pick = gain.argmax(2)
         idx = offs + pick  # (B, S)
         picks[:, t] = idx
-        sim = torch.matmul(flat[ar, idx], ut).to(acc)  # (B, S, S*M)
+        sim = lowp_matmul(flat[ar, idx], ut).to(acc)  # (B, S, S*M)
         if pen_sub is not None:
             sim.sub_(pen_sub if free is None else pen_sub * free.gather(1, idx)[..., None])
         elif penalty > 0 and frame is not None:
@@ -746,12 +795,18 @@ class AOTPlus(Reducer):
         its mean among the members of its anchor's home frame (the frame of its
         initial anchor, so every frame keeps the share of tokens the initial split
         gave it), or at the member nearest its mean in any frame of the clip.
-    sim_dtype : {"float32", "bfloat16"}, default "bfloat16"
+    sim_dtype : {"auto", "float32", "bfloat16"}, default "auto"
         Dtype of the anchor-token similarity products (k-center steps and
-        assignments). ``"bfloat16"`` rounds cosines to ~3 digits (error <= 1e-3
-        measured on unit vectors, d = 384) and is ~6x faster on CPUs with
-        AVX512-BF16 and on GPUs; slower on CPUs without bf16 arithmetic. Means,
-        medoids and output tokens are always computed in the working dtype.
+        assignments; with a sketch also the projection and the PCA sample's Gram matrix).
+        ``"bfloat16"`` rounds cosines to ~3 digits (error <= 1e-3 measured on unit
+        vectors, d = 384) and is ~6x faster than fp32 on CPUs with AVX512-BF16 and on
+        GPUs; on CPUs without bf16 GEMM kernels (:func:`native_bf16_matmul` False, e.g.
+        AVX2-only x86) it runs as fp32 GEMMs rounded to bf16 (:func:`lowp_matmul`: the
+        same rounding, ~1.4x the fp32 path's time there, where torch's own bf16 GEMM
+        is 20-40x slower). ``"auto"``: bfloat16 on GPUs and on CPUs with bf16 kernels,
+        float32 on other CPUs (the faster of the two everywhere; ``info["sim_dtype"]``
+        says which ran). Means, medoids and output tokens are always computed in the
+        working dtype.
     sketch_dim : int or None, default 96
         Width k of the sketch the similarity steps run on (k-center selection,
         assignment/barycentre iterations, placement): the tokens are projected once
@@ -803,7 +858,7 @@ class AOTPlus(Reducer):
     tol: float = 1e-3
     output: str = "mean"
     placement: str = "home"
-    sim_dtype: str = "bfloat16"
+    sim_dtype: str = "auto"
     sketch_dim: int | None = 96
     sketch: str = "pca"
     seed: int = 0
@@ -853,7 +908,7 @@ class AOTPlus(Reducer):
         self.tol = check_number("tol", self.tol, low=0.0, low_open=True)
         self.output = check_choice("output", self.output, OUTPUTS)
         self.placement = check_choice("placement", self.placement, ("home", "medoid"))
-        self.sim_dtype = check_choice("sim_dtype", self.sim_dtype, ("float32", "bfloat16"))
+        self.sim_dtype = check_choice("sim_dtype", self.sim_dtype, ("auto", "float32", "bfloat16"))
         if self.sketch_dim is not None:
             self.sketch_dim = check_int("sketch_dim", self.sketch_dim, low=1)
         self.sketch = check_choice("sketch", self.sketch, SKETCHES)
@@ -901,6 +956,19 @@ class AOTPlus(Reducer):
         bounds = sorted({s for s, _ in clips} | set(cuts))
         return list(zip(bounds, bounds[1:] + [video.num_frames]))
 
+    def similarity_dtype(self, device: torch.device | str = "cpu") -> torch.dtype | None:
+        """Dtype of the similarity products on ``device``: bfloat16, or None for the working dtype.
+
+        ``sim_dtype="auto"`` resolves to bfloat16 on every device but a CPU without bf16 GEMM
+        kernels (:func:`native_bf16_matmul`), where it resolves to None (float32 products, the
+        faster there).
+        """
+        if self.sim_dtype == "float32":
+            return None
+        if self.sim_dtype == "auto" and torch.device(device).type == "cpu" and not native_bf16_matmul():
+            return None
+        return torch.bfloat16
+
     # -- reduction --------------------------------------------------------------
     def reduce(self, video: VideoTokens, num_kept: int) -> ReducedVideo:
         X_in = video.tokens
@@ -941,7 +1009,8 @@ class AOTPlus(Reducer):
             t = X.view(C, P, d)[b] if uniform else Xf[pos[b]]
             return t if t.dtype == work else t.to(work)
 
-        low = torch.bfloat16 if self.sim_dtype == "bfloat16" else None
+        low = self.similarity_dtype(dev)  # None: the working dtype
+        info["sim_dtype"] = str(low or work).removeprefix("torch.")
         if width is not None:  # the sketch (used from step 2 on by static runs, from step 4 on otherwise)
             basis = sketch_basis(Xf, width, self.sketch, self.seed, gram_dtype=low)  # (d, k)
             width = basis.shape[1]
@@ -1163,7 +1232,7 @@ class AOTPlus(Reducer):
         linear = self.penalty_shape == "linear"
         flat_ids = ar_g * kg  # (G, 1) offset of each group's anchors
         for _ in range(self.iters):
-            cos = torch.bmm(u, unit_rows(A).to(u.dtype).transpose(1, 2)).to(work)  # (G, Q, kg)
+            cos = lowp_matmul(u, unit_rows(A).to(u.dtype).transpose(1, 2)).to(work)  # (G, Q, kg)
             if penalize:  # spatio-temporal cost: a point of another frame than the anchor's costs more
                 fa = home if self.placement == "home" else pframe.gather(1, pinned)  # (G, kg) anchor frames
                 if has_static:
