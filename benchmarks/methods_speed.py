@@ -12,13 +12,18 @@ Run: ``PYTHONPATH=src python benchmarks/methods_speed.py [--threads 1] [--repeat
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import sys
 import time
 
 import torch
 
 from anchor_ot import methods
 from anchor_ot.types import VideoTokens
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _machine import describe  # noqa: E402  (benchmarks/_machine.py)
 
 
 def make_video(frames: int, grid: tuple[int, int], dim: int, seed: int = 0) -> VideoTokens:
@@ -59,6 +64,7 @@ def main() -> None:
     base = ms.get("aot")
     if base is None and "aot" in methods.available():
         base = time_method("aot", video, args.retention, args.repeats)
+    print(describe())
     print(f"F={args.frames}, grid={args.grid[0]}x{args.grid[1]}, d={args.dim}, fp32, retention={args.retention}, "
           f"torch threads={args.threads}, median of {args.repeats} after 1 warm-up, torch {torch.__version__}\n")
     print("| method | median ms | x aot |")

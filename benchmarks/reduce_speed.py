@@ -41,6 +41,7 @@ from anchor_ot.types import VideoTokens
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _floor import alternate, floor_setting  # noqa: E402  (benchmarks/_floor.py)
+from _machine import describe  # noqa: E402  (benchmarks/_machine.py)
 
 
 def main() -> None:
@@ -58,6 +59,7 @@ def main() -> None:
     N = h * w
     X, g_scores, l_scores, floor, M = floor_setting(F, (h, w), d, args.retention)
 
+    print(describe())
     print(f"torch {torch.__version__}, threads={args.threads}, F={F}, N={N}, d={d}, retention={args.retention}, "
           f"anchors/frame={M}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}, "
           f"load average {os.getloadavg()[0]:.1f} at start; floor in fp32, median of {args.repeats}")
