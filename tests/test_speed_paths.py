@@ -16,7 +16,7 @@ import torch
 from anchor_ot import methods
 from anchor_ot.adapters import llava_onevision
 from anchor_ot.adapters.base import ScoreHooks, received_attention
-from anchor_ot.methods.aot import _clip_runs, _half_anchor_cos
+from anchor_ot.methods.aot import _clip_runs, _anchor_cos
 from anchor_ot.ot import cosine_cost, sinkhorn
 from anchor_ot.types import VideoTokens
 
@@ -80,10 +80,11 @@ def test_aot_rows_come_in_raster_order_so_assemble_may_skip_its_check(retention,
     assert torch.equal(again.mass, red.mass)
 
 
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_half_anchor_gather_from_converted_chunks_equals_gather_then_convert(dtype):
-    """fp16/bf16 tokens: AOT gathers its anchors from each frame chunk after the chunk's conversion
-    to fp32 (in cache). It must give exactly the anchors, products and norms of the plain form
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_anchor_gather_from_chunks_equals_gather_then_convert(dtype):
+    """AOT gathers its anchors, token norms and anchors x tokens products from each frame chunk
+    while it is in cache (fp16/bf16: after the chunk's conversion to fp32; fp32: in place, the
+    1-thread CPU path). It must give exactly the anchors, products and norms of the plain form
     (convert the whole video, gather, one bmm, one norm); 7 frames of 64 x 6000 make chunks
     of 2 (1 thread) or 5 (2 threads) frames, the last one partial."""
     g = torch.Generator().manual_seed(3)
@@ -93,7 +94,7 @@ def test_half_anchor_gather_from_converted_chunks_equals_gather_then_convert(dty
     Xa_ref = X.reshape(-1, 6000).index_select(0, flat).reshape(7, 9, 6000).to(torch.float32)
     Xf = X.to(torch.float32)
     cos_ref, norms_ref = torch.bmm(Xa_ref, Xf.transpose(1, 2)), torch.linalg.vector_norm(Xf, dim=-1)
-    Xa, cos, norms = _half_anchor_cos(X, idx, torch.float32)
+    Xa, cos, norms = _anchor_cos(X, idx, torch.float32)
     assert torch.equal(Xa, Xa_ref)
     assert torch.equal(cos, cos_ref)
     assert torch.equal(norms, norms_ref)

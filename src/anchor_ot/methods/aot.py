@@ -148,7 +148,7 @@ def _frames_bmm(A: torch.Tensor, X: torch.Tensor, transpose: bool = False, out: 
 
     X in A's dtype: one batched call (``with_norms``: also return the L2 norm of every token,
     (F, N)). X in a narrower dtype (fp16/bf16 tokens, fp32 work), accumulate form only (``out``
-    given; the anchors x tokens product of half tokens is :func:`_half_anchor_cos`): frames are
+    given; the anchors x tokens product of half tokens is :func:`_anchor_cos`): frames are
     converted a chunk at a time into ONE reused buffer of ~4 MiB per thread (one frame at 1 thread
     here) and multiplied from it while it is still in cache, so no fp32 copy of the video is
     allocated, no fresh pages are touched per chunk, and the tokens are read from memory once per
@@ -162,7 +162,7 @@ def _frames_bmm(A: torch.Tensor, X: torch.Tensor, transpose: bool = False, out: 
         return out.baddbmm_(A, X, alpha=alpha)
     if out is None or transpose or with_norms:
         raise TypeError("_frames_bmm: tokens narrower than A only in the accumulate form (out given); "
-                        "use _half_anchor_cos for the anchors x tokens product")
+                        "use _anchor_cos for the anchors x tokens product")
     step = _chunk_frames(F, N, d)
     buf = torch.empty(min(step, F), N, d, dtype=A.dtype, device=A.device)
     for f in range(0, F, step):  # chunks of frames (blocking), not a loop over tokens
@@ -171,35 +171,57 @@ def _frames_bmm(A: torch.Tensor, X: torch.Tensor, transpose: bool = False, out: 
 
 
 def _chunk_frames(F: int, N: int, d: int) -> int:
-    """Frames per conversion chunk of half-precision tokens: ~4 MiB of fp32 per thread."""
+    """Frames per chunk of :func:`_anchor_cos` and :func:`_frames_bmm`: ~4 MiB of fp32 per thread."""
     # Measured here (1 thread, F=32, N=196, d=3584, fp16): 14 MiB chunks converted into fresh
     # tensors took ~2.5x as long as 1-frame chunks into one reused buffer (page faults, cache misses).
     return max(1, min(F, (torch.get_num_threads() << 20) // max(1, N * d)))
 
 
-def _half_anchor_cos(X: torch.Tensor, anchor_idx: torch.Tensor, work: torch.dtype):
-    """Anchors, anchors x tokens products and token norms of fp16/bf16 tokens, in ``work``.
+def _anchor_cos(X: torch.Tensor, anchor_idx: torch.Tensor, work: torch.dtype):
+    """Anchors, anchors x tokens products and token norms, frame chunk by frame chunk, in ``work``.
 
-    Same chunks and reused buffer as :func:`_frames_bmm`'s accumulate form; the anchors (F, M, d)
-    are gathered from each converted chunk while it is in cache, instead of gathered at half width
-    from memory and converted in a second pass (the values are the same: the conversion to ``work``
-    is exact), and each frame's product is the same GEMM as one ``bmm`` over the converted video.
-    Returns (anchors, products (F, M, N), norms (F, N)).
+    One pass over the video: each chunk of frames (:func:`_chunk_frames`, ~4 MiB of ``work`` per
+    thread) gives its anchors (gathered), its token norms and its anchors x tokens product while it
+    is in cache, instead of three passes over the whole video from memory (gather, bmm, norm).
+    fp16/bf16 tokens are converted a chunk at a time into ONE reused buffer (the same chunks as
+    :func:`_frames_bmm`'s accumulate form; no fp32 copy of the video, and the anchors are gathered
+    after the exact conversion, not at half width and converted in a second pass); tokens already
+    in ``work`` are used in place. The values are those of the one-call form (gather, one ``bmm``,
+    one norm): each frame's product is the same GEMM, each token's norm the same reduction.
+
+    Parameters
+    ----------
+    X : torch.Tensor, shape (F, N, d)
+        Tokens, in ``work`` or a narrower floating dtype.
+    anchor_idx : torch.Tensor, shape (F, M), int64
+        Token index of every anchor slot in its frame.
+    work : torch.dtype
+        Working dtype of the results.
+
+    Returns
+    -------
+    anchors : torch.Tensor, shape (F, M, d), ``work``
+        A fresh tensor (safe to update in place).
+    products : torch.Tensor, shape (F, M, N), ``work``
+        ``bmm(anchors, X^T)``.
+    norms : torch.Tensor, shape (F, N), ``work``
+        L2 norm of every token.
     """
     F, N, d = X.shape
     M = anchor_idx.shape[1]
     dev = X.device
     step = _chunk_frames(F, N, d)
-    buf = torch.empty(min(step, F), N, d, dtype=work, device=dev)
+    convert = X.dtype != work
+    buf = torch.empty(min(step, F), N, d, dtype=work, device=dev) if convert else None
     Xa = torch.empty(F, M, d, dtype=work, device=dev)
     out = torch.empty(F, M, N, dtype=work, device=dev)
     norms = torch.empty(F, N, dtype=work, device=dev)
-    # row of every anchor inside its chunk of the buffer (chunks start at multiples of step)
+    # row of every anchor inside its chunk (chunks start at multiples of step)
     local = ((torch.arange(F, device=dev) % step)[:, None] * N + anchor_idx).reshape(-1)
     for f in range(0, F, step):  # chunks of frames (blocking), not a loop over tokens
         n = min(step, F - f)
-        xc = buf[:n].copy_(X[f:f + n])
-        torch.index_select(xc.view(n * N, d), 0, local[f * M:(f + n) * M], out=Xa[f:f + n].view(n * M, d))
+        xc = buf[:n].copy_(X[f:f + n]) if convert else X[f:f + n]
+        torch.index_select(xc.reshape(n * N, d), 0, local[f * M:(f + n) * M], out=Xa[f:f + n].view(n * M, d))
         torch.linalg.vector_norm(xc, dim=-1, out=norms[f:f + n])
         torch.bmm(Xa[f:f + n], xc.transpose(1, 2), out=out[f:f + n])
     return Xa, out, norms
@@ -402,12 +424,16 @@ class AOT(Reducer):
 
         # similarities anchors x all tokens: one bmm (the compute floor)
         flat_anchor = (torch.arange(F, device=dev)[:, None] * N + anchor_idx).reshape(-1)
-        if X.dtype == work:
+        # fp16/bf16 tokens: anchors taken from the converted chunks (no half gather + convert pass). fp32
+        # tokens at 1 CPU thread: the same chunks, each frame in cache for its gather, norms and product
+        # (AVX2 Zen3, F=32, N=196, d=3584: ~7 ms less than three passes over the video); at more
+        # threads the one-call form, as chunked products and norms scale worse there
+        if X.dtype != work or (not grad and X.device.type == "cpu" and torch.get_num_threads() == 1):
+            Xa, cos, norms = _anchor_cos(X, anchor_idx, work)
+        else:
             # row copy by index_select on the flat view: faster than 2-D advanced indexing or gather
             Xa = X.reshape(F * N, d).index_select(0, flat_anchor).reshape(F, Mmax, d)
             cos, norms = _frames_bmm(Xa, X, transpose=True, with_norms=True)  # and the token norms (F, N)
-        else:  # fp16/bf16 tokens: anchors taken from the converted chunks (no half gather + convert pass)
-            Xa, cos, norms = _half_anchor_cos(X, anchor_idx, work)
         norms = norms.clamp_min(1e-12)
         cos.div_(norms.gather(1, anchor_idx)[..., None] * norms[:, None, :])
 
