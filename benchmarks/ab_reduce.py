@@ -14,7 +14,10 @@ The old code is imported from ``--old``, the ``src`` folder of another checkout,
 Before timing, the two outputs are compared on each input (tokens, source index, assignment,
 mass: ``identical`` or the largest relative token difference). Columns: medians of ``--rounds``
 rounds (after 2 warm-up rounds); at 1 thread also the thread CPU time ratios (time the process
-was descheduled does not count: the steadier figure under load).
+was descheduled does not count: the steadier figure under load). ``--paired`` adds two columns
+for a machine shared with other jobs: the median over rounds of each round's new / old (the two
+calls of a round run back to back, so slow drifts of the load cancel) and the fastest new call /
+fastest old call (the figures least touched by other jobs).
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, nargs="*", default=[1, 2])
     ap.add_argument("--dtypes", nargs="*", default=["float32", "float16", "bfloat16"])
     ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--paired", action="store_true",
+                    help="add the median of per-round new/old ratios and the fastest-call ratio")
     args = ap.parse_args()
     sys.path.insert(0, HERE)
     from _trees import import_tree  # noqa: E402  (benchmarks/_trees.py)
@@ -50,9 +55,10 @@ def main() -> None:
     print(f"torch {torch.__version__}, {args.method}, load average {os.getloadavg()[0]:.1f} at start, "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}, median of {args.rounds} rounds")
     print()
+    extra = " paired new / old | fastest new / old |" if args.paired else ""
     print("| threads | input | old ms | new ms | floor ms | old / floor | new / floor | new / old | "
-          "thread CPU new / old (1 thread) | outputs |")
-    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---|")
+          f"thread CPU new / old (1 thread) |{extra} outputs |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if args.paired else "") + "---|")
     for th in args.threads:
         torch.set_num_threads(th)
         for dt in args.dtypes:
@@ -83,8 +89,10 @@ def main() -> None:
                         wall["floor"].append(t2 - t1)
             mo, mn, mf = (1e3 * st.median(wall[k]) for k in ("old", "new", "floor"))
             c = f"{st.median(cpu['new']) / st.median(cpu['old']):.3f}" if th == 1 else "-"
+            pr = (f" {st.median(n / o for n, o in zip(wall['new'], wall['old'])):.3f} | "
+                  f"{min(wall['new']) / min(wall['old']):.3f} |") if args.paired else ""
             print(f"| {th} | {dt} | {mo:.1f} | {mn:.1f} | {mf:.1f} | {mo / mf:.2f} | {mn / mf:.2f} | "
-                  f"{mn / mo:.3f} | {c} | {same} |", flush=True)
+                  f"{mn / mo:.3f} | {c} |{pr} {same} |", flush=True)
     print(f"\nload average {os.getloadavg()[0]:.1f} at the end")
 
 
