@@ -453,8 +453,14 @@ def test_token_means_of_half_tokens_by_blocks_is_the_fp32_product_bit_for_bit(dt
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
 @pytest.mark.parametrize("low", [None, torch.bfloat16])
-def test_project_of_half_tokens_is_the_fp32_projection_bit_for_bit(dtype, low, monkeypatch):
-    monkeypatch.setattr(aot_plus, "PROJECT_BLOCK", 100)  # 3 frames of 30 tokens per block: 9 = 3 blocks
+@pytest.mark.parametrize("block", [100, 240, 1])
+def test_project_of_half_tokens_is_the_fp32_projection_bit_for_bit(dtype, low, block, monkeypatch):
+    """Half tokens upcast block by block (fp32 product: ``UPCAST_BLOCK``; bf16: ``PROJECT_BLOCK``)
+    give the bits of the projection of the whole converted video: 3 frames of 30 tokens per block
+    (9 = 3 + 3 + 3), 8 (9 = 8 + 1: a partial last block), 1 (a frame per block). Catches a block
+    written to the wrong rows of the sketch or norms, or a stale buffer tail read back."""
+    monkeypatch.setattr(aot_plus, "PROJECT_BLOCK", block)
+    monkeypatch.setattr(aot_plus, "UPCAST_BLOCK", block)
     g = torch.Generator().manual_seed(11)
     x, b = torch.randn(9, 30, 33, generator=g).to(dtype), torch.randn(33, 5, generator=g)
     z, n = project(x, b, low, with_norms=True)
@@ -519,6 +525,7 @@ def test_half_input_with_sketch_computes_in_float32(dtype, opts, blocks, monkeyp
     block (clips [0, 4) and [4, 6): uneven)."""
     if blocks == "one-frame":
         monkeypatch.setattr(aot_plus, "PROJECT_BLOCK", 1)
+        monkeypatch.setattr(aot_plus, "UPCAST_BLOCK", 1)
         monkeypatch.setattr(aot_plus, "BLOCK_BYTES", 1)
     v32 = _low_rank(rank=12, dtype=torch.float32, d=24)
     vh = VideoTokens(v32.tokens.to(dtype), v32.grid)
