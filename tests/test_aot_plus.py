@@ -159,14 +159,19 @@ def test_kcenter_matches_a_plain_greedy_loop():
         assert picks[b, : int(counts[b])].tolist() == chosen
 
 
-def test_kcenter_rounds_matches_a_plain_loop():
-    """Round 0 frame by frame, then one pick per frame per round from the gains at the round's start."""
+@pytest.mark.parametrize("counts", [[[3, 1, 2], [2, 2, 0]], [[6, 1, 1], [1, 6, 0]], [[3, 2, 4], [2, 3, 3]],
+                                    [[2, 2, 2], [2, 2, 2]]],
+                         ids=["some-done", "most-done", "all-then-some", "all-every-round"])
+def test_kcenter_rounds_matches_a_plain_loop(counts):
+    """Round 0 frame by frame, then one pick per frame per round from the gains at the round's start.
+    The counts cover the rounds where every frame of every group picks (no masking of finished
+    frames: a fast path) and those where some have finished."""
     g = torch.Generator().manual_seed(5)
     B, S, M, d = 2, 3, 12, 6
     u = torch.nn.functional.normalize(torch.randn(B, S, M, d, generator=g, dtype=torch.float64), dim=-1)
     valid = torch.ones(B, S, M, dtype=torch.bool)
     valid[1, 2, :5] = False
-    counts = torch.tensor([[3, 1, 2], [2, 2, 0]])
+    counts = torch.tensor(counts)
     got = kcenter_rounds(u, valid, counts)
     for b in range(B):
         x = u[b].reshape(S * M, d).numpy()
@@ -199,6 +204,24 @@ def test_kcenter_rounds_matches_a_plain_loop():
             chosen += picks
             order += picks
         assert got[b, : len(order)].tolist() == order
+
+
+@pytest.mark.parametrize("counts", [[[6, 6, 5], [6, 5, 6]], [[6, 6, 6], [6, 6, 6]]], ids=["some-done", "all"])
+def test_kcenter_rounds_picks_every_point_once_when_asked_for_all(counts):
+    """Every frame holds each of its points twice and picks past its distinct points, so picks with
+    gain 0 (duplicates, like an already chosen point) must come: each valid point is chosen once,
+    every frame gives exactly its count. Catches a round that fails to block its picks (a point
+    chosen twice) or to skip a finished frame (one pick too many)."""
+    g = torch.Generator().manual_seed(13)
+    B, S, M, d = 2, 3, 6, 4
+    u = torch.nn.functional.normalize(torch.randn(B, S, M // 2, d, generator=g, dtype=torch.float64), dim=-1)
+    u = torch.cat([u, u], 2)
+    counts = torch.tensor(counts)
+    got = kcenter_rounds(u, torch.ones(B, S, M, dtype=torch.bool), counts)
+    for b in range(B):
+        picks = got[b, : int(counts[b].sum())].tolist()
+        assert len(set(picks)) == len(picks)
+        assert [sum(p // M == s for p in picks) for s in range(S)] == counts[b].tolist()
 
 
 def test_kcenter_penalty_prefers_own_frame_coverage():
