@@ -159,14 +159,19 @@ def test_kcenter_matches_a_plain_greedy_loop():
         assert picks[b, : int(counts[b])].tolist() == chosen
 
 
-def test_kcenter_rounds_matches_a_plain_loop():
-    """Round 0 frame by frame, then one pick per frame per round from the gains at the round's start."""
+@pytest.mark.parametrize("counts", [[[3, 1, 2], [2, 2, 0]], [[6, 1, 1], [1, 6, 0]], [[3, 2, 4], [2, 3, 3]],
+                                    [[2, 2, 2], [2, 2, 2]]],
+                         ids=["some-done", "most-done", "all-then-some", "all-every-round"])
+def test_kcenter_rounds_matches_a_plain_loop(counts):
+    """Round 0 frame by frame, then one pick per frame per round from the gains at the round's start.
+    The counts cover the rounds where every frame of every group picks (no masking of finished
+    frames: a fast path) and those where some have finished."""
     g = torch.Generator().manual_seed(5)
     B, S, M, d = 2, 3, 12, 6
     u = torch.nn.functional.normalize(torch.randn(B, S, M, d, generator=g, dtype=torch.float64), dim=-1)
     valid = torch.ones(B, S, M, dtype=torch.bool)
     valid[1, 2, :5] = False
-    counts = torch.tensor([[3, 1, 2], [2, 2, 0]])
+    counts = torch.tensor(counts)
     got = kcenter_rounds(u, valid, counts)
     for b in range(B):
         x = u[b].reshape(S * M, d).numpy()
@@ -199,6 +204,24 @@ def test_kcenter_rounds_matches_a_plain_loop():
             chosen += picks
             order += picks
         assert got[b, : len(order)].tolist() == order
+
+
+@pytest.mark.parametrize("counts", [[[6, 6, 5], [6, 5, 6]], [[6, 6, 6], [6, 6, 6]]], ids=["some-done", "all"])
+def test_kcenter_rounds_picks_every_point_once_when_asked_for_all(counts):
+    """Every frame holds each of its points twice and picks past its distinct points, so picks with
+    gain 0 (duplicates, like an already chosen point) must come: each valid point is chosen once,
+    every frame gives exactly its count. Catches a round that fails to block its picks (a point
+    chosen twice) or to skip a finished frame (one pick too many)."""
+    g = torch.Generator().manual_seed(13)
+    B, S, M, d = 2, 3, 6, 4
+    u = torch.nn.functional.normalize(torch.randn(B, S, M // 2, d, generator=g, dtype=torch.float64), dim=-1)
+    u = torch.cat([u, u], 2)
+    counts = torch.tensor(counts)
+    got = kcenter_rounds(u, torch.ones(B, S, M, dtype=torch.bool), counts)
+    for b in range(B):
+        picks = got[b, : int(counts[b].sum())].tolist()
+        assert len(set(picks)) == len(picks)
+        assert [sum(p // M == s for p in picks) for s in range(S)] == counts[b].tolist()
 
 
 def test_kcenter_penalty_prefers_own_frame_coverage():
@@ -453,8 +476,14 @@ def test_token_means_of_half_tokens_by_blocks_is_the_fp32_product_bit_for_bit(dt
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
 @pytest.mark.parametrize("low", [None, torch.bfloat16])
-def test_project_of_half_tokens_is_the_fp32_projection_bit_for_bit(dtype, low, monkeypatch):
-    monkeypatch.setattr(aot_plus, "PROJECT_BLOCK", 100)  # 3 frames of 30 tokens per block: 9 = 3 blocks
+@pytest.mark.parametrize("block", [100, 240, 1])
+def test_project_of_half_tokens_is_the_fp32_projection_bit_for_bit(dtype, low, block, monkeypatch):
+    """Half tokens upcast block by block (fp32 product: ``UPCAST_BLOCK``; bf16: ``PROJECT_BLOCK``)
+    give the bits of the projection of the whole converted video: 3 frames of 30 tokens per block
+    (9 = 3 + 3 + 3), 8 (9 = 8 + 1: a partial last block), 1 (a frame per block). Catches a block
+    written to the wrong rows of the sketch or norms, or a stale buffer tail read back."""
+    monkeypatch.setattr(aot_plus, "PROJECT_BLOCK", block)
+    monkeypatch.setattr(aot_plus, "UPCAST_BLOCK", block)
     g = torch.Generator().manual_seed(11)
     x, b = torch.randn(9, 30, 33, generator=g).to(dtype), torch.randn(33, 5, generator=g)
     z, n = project(x, b, low, with_norms=True)
@@ -519,6 +548,7 @@ def test_half_input_with_sketch_computes_in_float32(dtype, opts, blocks, monkeyp
     block (clips [0, 4) and [4, 6): uneven)."""
     if blocks == "one-frame":
         monkeypatch.setattr(aot_plus, "PROJECT_BLOCK", 1)
+        monkeypatch.setattr(aot_plus, "UPCAST_BLOCK", 1)
         monkeypatch.setattr(aot_plus, "BLOCK_BYTES", 1)
     v32 = _low_rank(rank=12, dtype=torch.float32, d=24)
     vh = VideoTokens(v32.tokens.to(dtype), v32.grid)

@@ -64,7 +64,8 @@ No Python loop runs over tokens: the steps are batched over clips (padded to
 the longest clip). Loops run over k-center rounds (frames of a clip plus the
 largest per-frame count, one batched product each), over ``iters``, over clips
 for the integer budget split, over Sinkhorn iterations (``assign="ot"``), on
-CPU over blocks of ~512 tokens of the bf16 sketch projection (:func:`project`), and over
+CPU over blocks of ~512 tokens of the bf16 sketch projection (~256 of the fp32 projection of
+fp16/bf16 tokens; :func:`project`), and over
 blocks of ~16 MiB (``BLOCK_BYTES``: clips, frames or points) in the steps that touch every
 token at full width (static means, unit points, token-to-anchor cosines), so that no
 (F, N, d)-sized temporary is held beside the input (issue 12: peak extra memory at F = 256
@@ -298,6 +299,10 @@ def group_budget(total: int, weights: torch.Tensor, caps: torch.Tensor) -> torch
 PCA_SAMPLE = 256
 #: Tokens per block of the CPU bf16 projection (:func:`project`).
 PROJECT_BLOCK = 512
+#: Tokens per block of the CPU float32 projection of fp16/bf16 tokens (:func:`project`): each block
+#: upcast into one reused buffer. One frame at N = 196: 88 ms against 94 ms for two frames and 170 ms
+#: for a whole working copy at F=32, d=3584, k=96, 1 thread (AMD EPYC Zen 3, thread CPU time).
+UPCAST_BLOCK = 256
 
 
 def sketch_basis(x: torch.Tensor, width: int, kind: str = "pca", seed: int = 0,
@@ -364,9 +369,11 @@ def project(x: torch.Tensor, basis: torch.Tensor, dtype: torch.dtype | None = No
     ``x`` narrower than ``basis`` (fp16/bf16 tokens, fp32 work), on CPU: blocks of ~``PROJECT_BLOCK``
     tokens (whole frames) are converted into ONE reused buffer in the basis dtype and used from
     it while in cache, as AOT's ``_frames_bmm`` does: no working copy of the video, and the same
-    values as converting it whole first (``dtype=None``, a product in the basis dtype: a whole
-    working copy instead, as torch's batched fp32 product of a few frames can differ from the
-    one of all frames in the last bit for small shapes; so on other devices too).
+    values as converting it whole first; ``dtype=None`` (a product in the basis dtype) too, in
+    blocks of ~``UPCAST_BLOCK`` tokens (torch's batched CPU product runs one GEMM per frame, so a
+    block of frames gives the bits of all frames at once: checked at 1 and 2 threads for F in
+    {2, 3, 8, 32}, N in {4, 16, 49, 196}, d in {8, 64, 384, 3584}, k in {4, 16, 96}); other
+    devices convert the whole video first.
     ``with_norms``: also return the L2 norm of every token, (F, N), of the converted values
     (the same pass over the tokens)."""
     F, N, d = x.shape
@@ -407,22 +414,26 @@ def _project_blocks(x: torch.Tensor, basis: torch.Tensor, dtype: torch.dtype | N
     F, N, d = x.shape
     k = basis.shape[1]
     work = basis.dtype
-    if dtype in (None, work) or x.device.type != "cpu":  # same bits as one product over converted x
+    if x.device.type != "cpu":  # same bits as one product over converted x
         return project(x.to(work), basis, dtype, with_norms)
-    b = basis.to(dtype)
+    wide = dtype in (None, work)  # the product in the basis dtype: from the upcast buffer itself
+    b = basis if wide else basis.to(dtype)
     out = torch.empty(F, N, k, dtype=work, device=x.device)
     norms = torch.empty(F, N, dtype=work, device=x.device) if with_norms else None
-    step = max(1, min(F, PROJECT_BLOCK // N))
+    step = max(1, min(F, (UPCAST_BLOCK if wide else PROJECT_BLOCK) // N))
     buf = torch.empty(step, N, d, dtype=work, device=x.device)  # reused: no fresh pages per block
     # the low-precision operand: x itself when it already is in that dtype (bf16 -> fp32 -> bf16 is
     # exact), else a second reused buffer
-    lbuf = None if dtype == x.dtype else torch.empty(step, N, d, dtype=dtype, device=x.device)
+    lbuf = None if wide or dtype == x.dtype else torch.empty(step, N, d, dtype=dtype, device=x.device)
     bb = _batched(b, step)
     for i in range(0, F, step):  # blocks of frames (blocking), not a loop over tokens
         n = min(step, F - i)
         xc = buf[:n].copy_(x[i:i + n])
         if norms is not None:
             torch.linalg.vector_norm(xc, dim=-1, out=norms[i:i + n])
+        if wide:
+            torch.bmm(xc, bb[:n], out=out[i:i + n])
+            continue
         if dtype == x.dtype:
             op = x[i:i + n]
         else:
@@ -613,7 +624,9 @@ def kcenter_rounds(u: torch.Tensor, valid: torch.Tensor, counts: torch.Tensor, f
     acc = torch.float32 if u.dtype in (torch.float16, torch.bfloat16) else u.dtype
     flat = u.reshape(B, S * M, d)
     ut = flat.transpose(1, 2)
-    rounds = int(counts.max())
+    cl = counts.tolist()  # one host sync: which subgroups are still picking in each round, known up front
+    rounds = max(max(r) for r in cl)
+    low_round = min(min(r) for r in cl)  # rounds t < low_round: every subgroup picks (no masking needed)
     mean = (u * valid[..., None]).sum(2)  # (B, S, d): first pick = point nearest its subgroup's mean
     pick = lowp_matmul(u, mean[..., None]).squeeze(-1).to(acc).masked_fill(~valid, float("-inf")).argmax(2)
     best = torch.full((B, S * M), -2.0, dtype=acc, device=dev)
@@ -644,12 +657,17 @@ def kcenter_rounds(u: torch.Tensor, valid: torch.Tensor, counts: torch.Tensor, f
             sim = sim - (pen_sub[:, s_] if free is None else pen_sub[:, s_] * free.gather(1, idx[:, None]))
         elif penalty > 0 and frame is not None:
             sim = sim - penalty * _cross(frame.gather(1, idx[:, None]), frame, linear)
-        on = counts[:, s_] > 0
-        best = torch.where(on[:, None], torch.maximum(best, sim), best)
-        blocked[ar[:, 0], idx] |= on  # integer indices: no boolean-mask index (a nonzero each)
+        if all(r[s_] > 0 for r in cl):  # every group picks in this frame (the usual case)
+            best = torch.maximum(best, sim)
+            blocked[ar[:, 0], idx] = True
+        else:
+            on = counts[:, s_] > 0
+            best = torch.where(on[:, None], torch.maximum(best, sim), best)
+            blocked[ar[:, 0], idx] |= on  # integer indices: no boolean-mask index (a nonzero each)
     picks[:, 0] = offs + pick
     for t in range(1, rounds):  # later rounds, each one batched (S x d) by (d x S*M) product
-        active = counts > t  # (B, S)
+        every = t < low_round  # every subgroup picks: no masking of inactive ones (fewer small ops)
+        active = None if every else counts > t  # (B, S)
         gain = torch.rsub(best, 1.0).clamp_min_(0)
         if boost is not None:
             gain = gain * boost
@@ -662,11 +680,16 @@ def kcenter_rounds(u: torch.Tensor, valid: torch.Tensor, counts: torch.Tensor, f
             sim.sub_(pen_sub if free is None else pen_sub * free.gather(1, idx)[..., None])
         elif penalty > 0 and frame is not None:
             sim = sim - penalty * _cross(frame.gather(1, idx)[..., None], frame[:, None, :], linear)
-        best = torch.maximum(best, sim.masked_fill_(~active[..., None], -2.0).amax(1))
+        if not every:
+            sim.masked_fill_(~active[..., None], -2.0)
+        best = torch.maximum(best, sim.amax(1))
         # idx holds one point per subgroup (distinct): a scatter of the flags, no boolean-mask index
-        blocked.scatter_(1, idx, blocked.gather(1, idx) | active)
+        if every:
+            blocked.scatter_(1, idx, True)
+        else:
+            blocked.scatter_(1, idx, blocked.gather(1, idx) | active)
     keep = (torch.arange(rounds, device=dev)[None, :, None] < counts[:, None, :]).reshape(B, rounds * S)
-    order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)[:, : int(counts.sum(1).max())]
+    order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)[:, : max(sum(r) for r in cl)]
     return picks.reshape(B, rounds * S).gather(1, order)
 
 
@@ -1231,6 +1254,9 @@ class AOTPlus(Reducer):
         penalize = self.frame_penalty > 0 and self.group == "clip" and Lmax > 1
         linear = self.penalty_shape == "linear"
         flat_ids = ar_g * kg  # (G, 1) offset of each group's anchors
+        # (group, anchor) of every padding anchor: their columns of the cosines are set by index
+        # (a broadcast masked_fill_ over all (G, Q, kg) cosines was ~9x slower on CPU)
+        pad_cols = (~gvalid_a).nonzero(as_tuple=True)
         for _ in range(self.iters):
             cos = lowp_matmul(u, unit_rows(A).to(u.dtype).transpose(1, 2)).to(work)  # (G, Q, kg)
             if penalize:  # spatio-temporal cost: a point of another frame than the anchor's costs more
@@ -1245,7 +1271,7 @@ class AOTPlus(Reducer):
                 else:  # points are frame-major: one broadcast pass over (G, Lmax, N, kg)
                     gap = (ell[None, :, None] - fa[:, None, :]).abs() if linear else (ell[None, :, None] != fa[:, None, :])
                     cos.view(G, Lmax, N, kg).sub_(gap.to(work).mul_(self.frame_penalty)[:, :, None, :])
-            cos.masked_fill_(~gvalid_a[:, None, :], -2.0)
+            cos.transpose(1, 2)[pad_cols] = -2.0  # (n_pad, Q) columns
             if assign_g is not None:  # re-pin each anchor to its medoid: the member nearest its new mean
                 own = cos.gather(2, assign_g[..., None]).squeeze(2)  # (G, Q) (penalized) cosine to own anchor
                 ok = gvalid
