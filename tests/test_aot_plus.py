@@ -915,6 +915,26 @@ def test_lowp_matmul_is_a_bf16_gemm_on_both_paths(native, monkeypatch):
     assert torch.equal(aot_plus.lowp_matmul(x, y), torch.matmul(x, y))
 
 
+@pytest.mark.parametrize("native", [True, False], ids=["torch-bf16", "fp32-rounded"])
+def test_lowp_operand_converted_once_gives_the_same_products(native, monkeypatch):
+    """A reused right operand converted up front by lowp_operand: where products are emulated it is
+    the exact fp32 copy in the same layout (so the same GEMM runs), elsewhere the tensor itself; the
+    products equal those of the unconverted operand bit for bit."""
+    monkeypatch.setattr(aot_plus, "native_bf16_matmul", lambda: native)
+    g = torch.Generator().manual_seed(41)
+    u = torch.randn(2, 30, 16, generator=g).bfloat16()
+    ut = u.transpose(1, 2)
+    op = aot_plus.lowp_operand(ut)
+    if native:
+        assert op is ut
+    else:
+        assert op.dtype == torch.float32 and op.stride() == ut.stride() and torch.equal(op, ut.float())
+    q = u[:, :5]
+    assert torch.equal(aot_plus.lowp_matmul(q, op), aot_plus.lowp_matmul(q, ut))
+    f = torch.randn(3, 4, generator=g)
+    assert aot_plus.lowp_operand(f) is f  # fp32 tensors are never copied
+
+
 @pytest.mark.parametrize("native", [True, False])
 def test_sim_dtype_auto_resolves_by_device_and_cpu(native, monkeypatch):
     monkeypatch.setattr(aot_plus, "native_bf16_matmul", lambda: native)

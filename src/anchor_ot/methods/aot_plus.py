@@ -94,7 +94,7 @@ from anchor_ot.types import ReducedVideo, VideoTokens
 
 __all__ = ["AOTPlus", "kcenter_anchors", "kcenter_rounds", "static_positions", "static_runs", "adjacent_cosines",
            "group_budget", "sketch_basis",
-           "project", "token_means", "lowp_matmul", "native_bf16_matmul"]
+           "project", "token_means", "lowp_matmul", "lowp_operand", "native_bf16_matmul"]
 
 CLIP_MODES = ("uniform", "dynamic")
 CLIP_RULES = ("round", "divisor")
@@ -125,6 +125,21 @@ def native_bf16_matmul() -> bool:
         return False
 
 
+def _emulated(t: torch.Tensor) -> bool:
+    """Whether :func:`lowp_matmul` takes products of ``t`` as fp32 GEMMs rounded to bf16."""
+    return t.dtype == torch.bfloat16 and t.device.type == "cpu" and not native_bf16_matmul()
+
+
+def lowp_operand(t: torch.Tensor) -> torch.Tensor:
+    """``t`` as :func:`lowp_matmul` multiplies it: its exact float32 values where bf16 products are
+    emulated (same layout), else ``t`` itself.
+
+    For an operand reused by many products (a basis over blocks, the points over k-center rounds):
+    converted once instead of once per product. Shape unchanged; dtype float32 or ``t``'s.
+    """
+    return t.float() if _emulated(t) else t
+
+
 def lowp_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``torch.matmul(a, b)`` of low-precision operands, fast on every CPU.
 
@@ -132,7 +147,7 @@ def lowp_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     ----------
     a, b : torch.Tensor
         Operands in one dtype, shapes as :func:`torch.matmul` takes them (here (B, n, k) x
-        (B, k, m) or (n, k) x (k, m)).
+        (B, k, m) or (n, k) x (k, m)); ``b`` may be given as :func:`lowp_operand` made it.
 
     Returns
     -------
@@ -150,7 +165,7 @@ def lowp_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     differ anyway. Every other case (fp32/fp64/fp16 operands, GPUs, CPUs with bf16 kernels) is
     one plain ``torch.matmul``.
     """
-    if a.dtype == torch.bfloat16 and a.device.type == "cpu" and not native_bf16_matmul():
+    if _emulated(a):
         return torch.matmul(a.float(), b.float()).to(torch.bfloat16)
     return torch.matmul(a, b)
 
@@ -393,7 +408,7 @@ def project(x: torch.Tensor, basis: torch.Tensor, dtype: torch.dtype | None = No
     # is a reduction over its own d values: the same bits block by block as over the whole)
     norms = torch.empty(F, N, dtype=x.dtype, device=x.device) if with_norms else None
     step = max(1, PROJECT_BLOCK // N)
-    bb = _batched(b, min(step, F))
+    bb = lowp_operand(_batched(b, min(step, F)))
     for i in range(0, F, step):  # blocks of frames (memory locality), not tokens
         xs = x[i:i + step]
         if norms is not None:
@@ -425,7 +440,7 @@ def _project_blocks(x: torch.Tensor, basis: torch.Tensor, dtype: torch.dtype | N
     # the low-precision operand: x itself when it already is in that dtype (bf16 -> fp32 -> bf16 is
     # exact), else a second reused buffer
     lbuf = None if wide or dtype == x.dtype else torch.empty(step, N, d, dtype=dtype, device=x.device)
-    bb = _batched(b, step)
+    bb = lowp_operand(_batched(b, step))
     for i in range(0, F, step):  # blocks of frames (blocking), not a loop over tokens
         n = min(step, F - i)
         xc = buf[:n].copy_(x[i:i + n])
@@ -568,7 +583,7 @@ def kcenter_anchors(u: torch.Tensor, valid: torch.Tensor, counts: torch.Tensor, 
     else:
         s = None
     blocked = ~valid
-    ut = u.transpose(1, 2)
+    ut = lowp_operand(u.transpose(1, 2))  # the right operand of every step's product
     acc = torch.float32 if u.dtype in (torch.float16, torch.bfloat16) else u.dtype
     best = torch.full((B, P), -2.0, dtype=acc, device=dev)
     picks = torch.empty(B, kmax, dtype=torch.long, device=dev)
@@ -623,7 +638,7 @@ def kcenter_rounds(u: torch.Tensor, valid: torch.Tensor, counts: torch.Tensor, f
     dev = u.device
     acc = torch.float32 if u.dtype in (torch.float16, torch.bfloat16) else u.dtype
     flat = u.reshape(B, S * M, d)
-    ut = flat.transpose(1, 2)
+    ut = lowp_operand(flat.transpose(1, 2))  # the right operand of every round's product
     cl = counts.tolist()  # one host sync: which subgroups are still picking in each round, known up front
     rounds = max(max(r) for r in cl)
     low_round = min(min(r) for r in cl)  # rounds t < low_round: every subgroup picks (no masking needed)
