@@ -10,8 +10,11 @@ The compute floor is the time of the two batched products any OT merge must do:
 anchors x all tokens (the cost) and plan x tokens (the aggregation), with AOT's own
 shapes (F x M x d times F x d x N, F x M x N times F x N x d), in fp32, the working
 dtype. Method and floor calls alternate, ``--repeats`` times after 2 warm-up rounds;
-the ratio is median(method) / median(floor); the last column is the ratio of the
-fastest calls (other jobs on a shared machine only add time). Every registered AOT-family method given
+the ratio is median(method) / median(floor); "paired [95% CI]" is the median of the per-call
+ratios (each method call over the floor call right after it, so slow drifts of the machine's
+speed cancel) with a bootstrap interval (``benchmarks/_stats.py``), the figure to trust on a
+shared VM; the last column is the ratio of the fastest calls (other jobs on a shared machine
+only add time). Every registered AOT-family method given
 by ``--methods`` is measured (default: ``aot``, and ``aot+`` when registered). One
 markdown table for all thread counts, methods and dtypes; the last line is
 ``ratio_to_floor=<x>`` for ``aot`` on fp32 input at the first thread count.
@@ -42,6 +45,7 @@ from anchor_ot.types import VideoTokens
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _floor import alternate, floor_setting  # noqa: E402  (benchmarks/_floor.py)
 from _machine import describe  # noqa: E402  (benchmarks/_machine.py)
+from _stats import fmt_ratio  # noqa: E402  (benchmarks/_stats.py)
 
 
 def main() -> None:
@@ -64,8 +68,9 @@ def main() -> None:
           f"anchors/frame={M}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}, "
           f"load average {os.getloadavg()[0]:.1f} at start; floor in fp32, median of {args.repeats}")
     print()
-    print("| threads | method | input dtype | reduce ms | floor ms | ratio to floor | ratio of the fastest calls |")
-    print("|---:|---|---|---:|---:|---:|---:|")
+    print("| threads | method | input dtype | reduce ms | floor ms | ratio to floor | paired [95% CI] | "
+          "ratio of the fastest calls |")
+    print("|---:|---|---|---:|---:|---:|---:|---:|")
     last = None
     videos = {dtype: VideoTokens(X.to(getattr(torch, dtype)), (h, w), global_scores=g_scores, local_scores=l_scores)
               for dtype in args.dtypes}
@@ -78,7 +83,7 @@ def main() -> None:
                 t_red = t_red[name]
                 r, f = 1e3 * statistics.median(t_red), 1e3 * statistics.median(t_floor)
                 print(f"| {threads} | {name} | {dtype} | {r:.1f} | {f:.1f} | {r / f:.2f} | "
-                      f"{min(t_red) / min(t_floor):.2f} |", flush=True)
+                      f"{fmt_ratio(t_red, t_floor)} | {min(t_red) / min(t_floor):.2f} |", flush=True)
                 if name == "aot" and dtype == "float32" and last is None:
                     last = r / f
     print(f"\nload average {os.getloadavg()[0]:.1f} at the end")

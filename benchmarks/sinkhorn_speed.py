@@ -20,9 +20,11 @@ the number: POT's tol is the largest of ``tol * 2**-k`` (k = 0..8) whose final e
 measured as ours (relative marginal L1, rows + columns), is at most ours. Where both stop at the
 2000-iteration cap, POT's error is accepted within 5% of ours and marked "(cap)"; "NaN" means
 POT's plan was not finite (its scaling solver's kernel underflows at small eps). Times are
-medians of ``--repeats`` rounds in one process, each round calling ours, POT log and POT
-scaling once in turn; "POT best / ours" is POT's faster solver's time over ours (>= 1.5 is
-the target). ``solve_batch`` also computes the plan's value (``<T, M>`` and its entropy, a
+medians of ``--repeats`` rounds in one process, each round calling ours, POT log, POT scaling
+and POT's loop once in turn, each round starting one further on; "POT best / ours" is POT's
+faster solver's median time over ours (>= 1.5 is the target), "paired [95% CI]" the median of
+the per-round ratios of the same two with a bootstrap interval (``benchmarks/_stats.py``): the
+figure to trust on a shared machine, where separate medians move by ~+-25 % between runs. ``solve_batch`` also computes the plan's value (``<T, M>`` and its entropy, a
 ``T log T`` pass) after the loop, which ours leaves out (its transport cost is computed on first
 read); ours computes the marginal error of the plan (two sums), which POT does not return. The
 last two columns time POT's scaling loop alone (``exp(-M / reg)`` and
@@ -42,12 +44,17 @@ import glob
 import math
 import os
 import statistics
+import sys
 import time
 import warnings
 
 import torch
 
 from anchor_ot.ot import cosine_cost, sinkhorn
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _machine import describe  # noqa: E402  (benchmarks/_machine.py)
+from _stats import fmt_ratio  # noqa: E402  (benchmarks/_stats.py)
 
 ANCHORS = 34
 
@@ -105,16 +112,19 @@ def marginal_error(plan: torch.Tensor) -> float:
     return float(((plan.sum(-1) - 1 / m).abs().sum(-1) + (plan.sum(-2) - 1 / n).abs().sum(-1)).max())
 
 
-def timed_interleaved(fns: dict, repeats: int, clock) -> dict[str, float]:
-    """Median ms of each function over ``repeats`` rounds; each round calls every function once
-    (A, B, C, A, B, C, ...), so that load changes hit all of them alike."""
+def timed_interleaved(fns: dict, repeats: int, clock) -> dict[str, list[float]]:
+    """Seconds of each function in each of ``repeats`` rounds; each round calls every function once,
+    so that load changes hit all of them alike, starting one function further on each round (round
+    r calls them in the order rotated by r): no function always runs right after the same other
+    one (POT's log solver leaves the caches and the heap in another state than ours does)."""
     ts: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
+    names = list(fns)
+    for r in range(repeats):
+        for k in names[r % len(names):] + names[:r % len(names)]:
             t = clock()
-            fn()
+            fns[k]()
             ts[k].append(clock() - t)
-    return {k: 1e3 * statistics.median(v) for k, v in ts.items()}
+    return ts
 
 
 def main() -> None:
@@ -148,12 +158,14 @@ def main() -> None:
     for F in (32, args.long):
         x, s = cluster_tokens(F)
         batches[f"planted clusters ({F} frames)"] = intra_cost(x, s)
+    print(describe())
     print(f"torch {torch.__version__}, POT {ot.__version__}, threads={args.threads}, tol={args.tol:g}, "
           f"median of {args.repeats} interleaved rounds, {args.clock} clock; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}")
     print()
     print("| costs | B x m x n | eps | ours ms | iters | ours err | POT log ms | POT log err | "
-          "POT scaling ms | POT scaling err | POT best / ours | POT scaling loop only ms | loop only / ours |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "POT scaling ms | POT scaling err | POT best / ours | paired [95% CI] | POT scaling loop only ms | "
+          "loop only / ours |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, cost in batches.items():
         if args.only and not any(s in name for s in args.only):
             continue
@@ -208,11 +220,14 @@ def main() -> None:
                                                                      tol=tol_pot, grad="detach")
 
                     fns["loop"] = pot_loop
-            t = timed_interleaved(fns, args.repeats, clock)
+            raw = timed_interleaved(fns, args.repeats, clock)
+            t = {k: 1e3 * statistics.median(v) for k, v in raw.items()}
             row[3] = f"{t['ours']:.2f}"
             row = [f"{t[c]:.2f}" if c in t and c != "ours" else c for c in row]
-            pots = [t[k] for k in fns if k not in ("ours", "loop")]
-            row.append(f"{min(pots) / t['ours']:.2f}" if pots else "-")
+            pots = [k for k in fns if k not in ("ours", "loop")]
+            best = min(pots, key=t.__getitem__) if pots else None
+            row.append(f"{t[best] / t['ours']:.2f}" if best else "-")
+            row.append(fmt_ratio(raw[best], raw["ours"]) if best else "-")
             row += [f"{t['loop']:.2f}", f"{t['loop'] / t['ours']:.2f}"] if "loop" in t else ["-", "-"]
             print("| " + " | ".join(row) + " |", flush=True)
 
