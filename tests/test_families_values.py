@@ -196,7 +196,8 @@ def test_reduce_side_features_keeps_a_half_precision_dtype(dtype):
 def test_reduce_side_features_follows_the_features_device():
     """Side features on another device than the reduction (deepstack levels on the GPU, the
     bookkeeping on the CPU): every tensor combined with them is moved to their device. The
-    ``meta`` device stands in for the GPU (no data; its ops check devices as CUDA's do).
+    ``meta`` device stands in for the GPU (no data; its ``index_add_``, division and ``torch.where``
+    refuse CPU operands as CUDA's do).
 
     Bugs caught: the assignment, the accumulator, the mass or the selection mask left on the CPU
     (``index_add_`` / division / ``torch.where`` across devices raise)."""
