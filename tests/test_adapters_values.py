@@ -301,7 +301,7 @@ def test_vit_received_reads_every_call_form(build):
     same scores as a naive per-sequence softmax.
 
     Bugs caught: reading the wrong positional argument or ignoring a keyword form, and trusting a
-    capture whose shape does not match the input."""
+    capture whose shape does not match the input (also one that matches it on the first axis only)."""
     import sys
 
     from anchor_ot.adapters.qwen_vl import _vit_received
@@ -325,6 +325,8 @@ def test_vit_received_reads_every_call_form(build):
         "x and cu positional": ((x, cu), {"position_embeddings": pe}, None, 1),
         "own qkv reused": ((x,), {"cu_seqlens": cu, "position_embeddings": pe}, qkv, 0),
         "stale qkv": ((x,), {"cu_seqlens": cu, "position_embeddings": pe}, qkv[:-4], 1),
+        # same first axis, other rank (and other values): not the layer's (S, 3 d) output, so not usable
+        "stale qkv of another rank": ((x,), {"cu_seqlens": cu, "position_embeddings": pe}, (qkv + 1)[:, None], 1),
     }
     for name, (args, kwargs, captured, calls) in forms.items():
         seen = []
@@ -400,8 +402,8 @@ def test_qwen_positions_without_token_types_match_the_processors():
     ``get_rope_index`` with the processor's types, image and video both present; the reduced prompt's
     positions are those at the kept tokens.
 
-    Bugs caught: an image typed as video, and the image grid left out of the position computation
-    (both shift every position after the image)."""
+    Bugs caught: an image typed as video, the image grid left out of the position computation
+    (both shift every position after the image), and the caller's own types ignored (key misspelt)."""
     from anchor_ot.adapters.qwen_vl import full_rope_index
 
     model = qwen25_model()
@@ -419,6 +421,9 @@ def test_qwen_positions_without_token_types_match_the_processors():
         inputs["input_ids"], mm_token_type_ids=as_text, attention_mask=inputs["attention_mask"],
         video_grid_thw=inputs["video_grid_thw"], second_per_grid_ts=inputs["second_per_grid_ts"])
     assert not torch.equal(other, want)
+    # types the caller passes are used as given, not derived again from the ids
+    typed, _ = full_rope_index(model, dict(untyped, mm_token_type_ids=as_text), inputs["attention_mask"])
+    assert torch.equal(typed, other)
     prepared = anchor_ot.adapters.prepare(model, untyped, KeepTopScores(retention=0.5))
     kept = torch.nonzero(prepared.keep[0]).squeeze(1)
     assert torch.equal(prepared.kwargs["position_ids"][1:, 0], want[:, 0, kept])
@@ -455,7 +460,8 @@ def test_pad_token_id_sources():
 
 def test_error_messages_name_what_was_passed():
     """Bugs caught: messages that print something else than the offending value (the mask itself
-    instead of its shape, ``NoneType`` instead of the reducer's type)."""
+    instead of its shape, ``NoneType`` instead of the reducer's type, the patch count of the wrong
+    axis) or lose their text."""
     model = qwen25_model()
     inputs = qwen_inputs(model, 1)
     bad_mask = dict(inputs, attention_mask=inputs["attention_mask"][:, 1:])
@@ -469,6 +475,15 @@ def test_error_messages_name_what_was_passed():
         anchor_ot.generate(model, inputs, lambda v: v)
     with pytest.raises(TypeError, match="got list"):
         anchor_ot.generate(model, [inputs], KeepTopScores(retention=0.5))
+    no_grid = {k: v for k, v in inputs.items() if k != "video_grid_thw"}
+    with pytest.raises(ValueError, match=r"^Qwen video inputs need video_grid_thw \(the processor returns it with "
+                                         r"pixel_values_videos\)$"):
+        anchor_ot.adapters.prepare(model, no_grid, KeepTopScores(retention=0.5))
+    patches = inputs["pixel_values_videos"].shape[0]  # 2 temporal patches x 12 x 12
+    assert patches == 288
+    with pytest.raises(ValueError, match=r"^pixel_values_videos has 284 patches but video_grid_thw needs 288$"):
+        anchor_ot.adapters.prepare(model, dict(inputs, pixel_values_videos=inputs["pixel_values_videos"][:-4]),
+                                   KeepTopScores(retention=0.5))
 
 
 def test_llava_encode_forwards_feature_options_converts_pixels_and_times_scores(monkeypatch):
@@ -543,3 +558,117 @@ def test_encode_with_return_dict_off_in_the_config(build, make_inputs):
     for w, g in zip(want.encoded, got.encoded):
         assert torch.equal(w.video.tokens, g.video.tokens)
         assert torch.equal(w.video.global_scores, g.video.global_scores)
+
+
+# -- Qwen: a batch of videos of different sizes, the default global layer, no videos ------------------
+
+
+def _qwen_rows_of_sizes(model, grids, seconds=None):
+    """One prompt row per video, the videos of different (frames, h, w) patch grids: the rows left-padded
+    to one length (processor layout), patches concatenated in batch order, one ``video_grid_thw`` row
+    each. Also returns each row on its own (batch of one)."""
+    from test_adapters import PAD
+
+    rows = [qwen_inputs(model, 1, seed=i, grid=g) for i, g in enumerate(grids)]
+    if seconds is not None:
+        for r, s in zip(rows, seconds):
+            r["second_per_grid_ts"] = torch.tensor([s])
+    L = max(r["input_ids"].shape[1] for r in rows)
+
+    def left_pad(t, value):
+        return torch.cat([torch.full((1, L - t.shape[1]), value, dtype=t.dtype), t], dim=1)
+
+    batch = dict(input_ids=torch.cat([left_pad(r["input_ids"], PAD) for r in rows]),
+                 attention_mask=torch.cat([left_pad(r["attention_mask"], 0) for r in rows]),
+                 mm_token_type_ids=torch.cat([left_pad(r["mm_token_type_ids"], 0) for r in rows]),
+                 pixel_values_videos=torch.cat([r["pixel_values_videos"] for r in rows]),
+                 video_grid_thw=torch.cat([r["video_grid_thw"] for r in rows]))
+    if seconds is not None:
+        batch["second_per_grid_ts"] = torch.tensor(seconds)
+    return batch, rows
+
+
+@pytest.mark.parametrize("build", [qwen25_model, qwen3_model], ids=["qwen2_5_vl", "qwen3_vl"])
+def test_qwen_batch_of_videos_of_different_sizes(build):
+    """Three videos of different, non-square grids in one batch (48, 24 and 16 LLM tokens; Qwen2.5-VL
+    with a different ``second_per_grid_ts`` each): every video's tokens, scores and deepstack levels
+    equal those of the video encoded alone (the ViT attends within windows / temporal patches, never
+    across videos); the full prompt's positions are ``get_rope_index`` with the mask and the seconds;
+    ``rope_deltas`` moves each reduced row's end to its full row's end; the text row of the reduced
+    prompt is 0 at its pads (as transformers' ``_prepare_position_ids_for_generation``); a bool or float
+    mask gives the same positions as the processor's int mask.
+
+    Bugs caught: a score offset set to the last video's count instead of advanced by it (the third video
+    reads the second's scores), tokens per frame from one side of the grid squared, the seconds per grid
+    or the mask left out of the positions (padded rows shift), lengths or maxima over the whole batch in
+    ``rope_deltas``, pads numbered 1, and positions turned float by a float mask."""
+    model = build()
+    qwen3 = build is qwen3_model
+    grids = [(4, 12, 8), (2, 8, 12), (4, 4, 8)]
+    seconds = None if qwen3 else [1.0, 2.0, 0.5]
+    batch, rows = _qwen_rows_of_sizes(model, grids, seconds)
+    reducer = KeepTopScores(retention=0.5)
+    prepared = anchor_ot.adapters.prepare(model, batch, reducer)
+    deltas = model.model.rope_deltas.clone()  # before the single-video calls below set their own
+    assert [e.video.tokens.shape[:2] for e in prepared.encoded] == [(2, 24), (1, 24), (2, 8)]
+    for e, row in zip(prepared.encoded, rows):
+        alone = anchor_ot.adapters.prepare(model, row, reducer).encoded[0]
+        torch.testing.assert_close(e.video.tokens, alone.video.tokens, atol=1e-5, rtol=1e-5)
+        for name in ("global", "local"):
+            torch.testing.assert_close(getattr(e.video, f"{name}_scores"), getattr(alone.video, f"{name}_scores"),
+                                       atol=1e-6, rtol=1e-4)
+        assert len(e.side_features) == len(alone.side_features) == (2 if qwen3 else 0)
+        for got, want in zip(e.side_features, alone.side_features):
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+        # the hooks' time of the whole call, shared by the videos of the batch
+        assert e.score_seconds > 0 and e.score_seconds == prepared.encoded[0].score_seconds
+
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    assert (mask == 0).any()
+    extra = {} if qwen3 else {"second_per_grid_ts": batch["second_per_grid_ts"]}
+    want, want_delta = model.model.get_rope_index(ids, mm_token_type_ids=batch["mm_token_type_ids"],
+                                                  attention_mask=mask, video_grid_thw=batch["video_grid_thw"], **extra)
+    assert torch.equal(prepared.full_position_ids, want)
+    if not qwen3:  # the seconds matter: at 1 s per grid for every video the positions differ
+        same, _ = model.model.get_rope_index(ids, mm_token_type_ids=batch["mm_token_type_ids"], attention_mask=mask,
+                                             video_grid_thw=batch["video_grid_thw"])
+        assert not torch.equal(same, want)
+    new_mask = prepared.kwargs["attention_mask"]
+    assert (new_mask == 0).any()
+    assert deltas.shape == (3, 1)
+    assert torch.equal(deltas[:, 0] + new_mask.sum(1), want_delta[:, 0] + mask.sum(1))
+    assert len(set(want.amax(dim=(0, 2)).tolist())) > 1  # rows end at different positions
+    pos = prepared.kwargs["position_ids"]
+    assert pos.dtype == torch.long
+    assert (pos[0][new_mask == 0] == 0).all()
+    for b in range(3):
+        assert torch.equal(pos[0, b][new_mask[b].bool()], torch.arange(int(new_mask[b].sum())))
+    for other in (mask.bool(), mask.float()):
+        again = anchor_ot.adapters.prepare(model, dict(batch, attention_mask=other), reducer, encoded=prepared.encoded)
+        assert again.kwargs["position_ids"].dtype == torch.long
+        assert torch.equal(again.kwargs["position_ids"], pos)
+
+
+def test_qwen25_default_global_layer_is_the_last_full_attention_block():
+    """Qwen2.5-VL's default global scores come from the last of ``fullatt_block_indexes`` (block 3 of the
+    tiny ViT), read from the model's vision config.
+
+    Bug caught: the vision config not handed to the family (its fallback, -2, is block 2, windowed)."""
+    model = qwen25_model()
+    inputs = qwen_inputs(model, 1)
+    reducer = KeepTopScores(retention=0.5)
+    default = anchor_ot.adapters.prepare(model, inputs, reducer).encoded[0].video.global_scores
+    last_full = anchor_ot.adapters.prepare(model, inputs, reducer, global_layer=3).encoded[0].video.global_scores
+    fallback = anchor_ot.adapters.prepare(model, inputs, reducer, global_layer=-2).encoded[0].video.global_scores
+    assert torch.equal(default, last_full)
+    assert not torch.allclose(default, fallback)
+
+
+def test_qwen3_encoder_output_of_no_videos():
+    """``encoder_output`` of an empty batch of videos: no pooled items and no deepstack levels.
+
+    Bugs caught: reading the first video's levels when there is none (IndexError), or one empty level."""
+    from anchor_ot.adapters.qwen_vl import encoder_output
+
+    out = encoder_output(qwen3_model(), [], [])
+    assert out.pooler_output == () and out.deepstack_features == []
