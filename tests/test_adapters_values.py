@@ -71,20 +71,23 @@ def _oracle_received(q, k, scale):
     return p.mean(dim=(1, 2))
 
 
-@pytest.mark.parametrize("C,H,L", [(65, 4, 64), (2, 2, 729)], ids=["sequence-chunks", "row-blocks"])
-def test_received_attention_blocks_match_softmax(C, H, L):
+@pytest.mark.parametrize("C,H,L,hd", [(65, 4, 64, 8), (2, 2, 729, 8), (1, 2**19, 2, 1)],
+                         ids=["sequence-chunks", "row-blocks", "single-rows"])
+def test_received_attention_blocks_match_softmax(C, H, L, hd):
     """Bug caught: a wrong slice or step in the blocking. (65, 4, 64): 2**20 // (4 * 64**2) = 64 whole
     sequences per block, so the 65th is a block of its own; (2, 2, 729): a sequence has more than 2**20
-    logits, so it goes in blocks of 2**20 // (2 * 729) = 719 query rows (719 + 10); the tiny models of
-    the generate tests reach neither path; the largest allocation (torch.profiler) stays within the
-    documented 2**20 logits (a block-size bug that only costs memory)."""
+    logits, so it goes in blocks of 2**20 // (2 * 729) = 719 query rows (719 + 10); (1, 2**19, 2): one
+    query row of all heads is already 2**20 logits, so the blocks are single rows (a floor of 2 rows
+    would double the block); the tiny models of the generate tests reach none of these paths; the
+    largest allocation (torch.profiler) stays within the documented 2**20 logits (a block-size bug that
+    only costs memory)."""
     from anchor_ot.adapters.base import received_attention
 
     from torch.profiler import ProfilerActivity, profile
 
     g = torch.Generator().manual_seed(0)
-    q = torch.randn(C, H, L, 8, generator=g)
-    k = torch.randn(C, H, L, 8, generator=g)
+    q = torch.randn(C, H, L, hd, generator=g)
+    k = torch.randn(C, H, L, hd, generator=g)
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         got = received_attention(q, k, 0.3)
     # the documented bound: at most 2**20 fp32 logits at once (a whole 2 x 729 x 729 sequence is above it)
@@ -432,8 +435,9 @@ def test_qwen_positions_without_token_types_match_the_processors():
 def test_pad_token_id_sources():
     """Generation config first, then the text config; a list gives its first id; none at all gives 0.
 
-    Bugs caught: ignoring the generation config, and inverting the ``None`` test (the tiny models'
-    pad id is 0, the fallback value, so only other ids tell them apart)."""
+    Bugs caught: ignoring the generation config, inverting the ``None`` test (the tiny models'
+    pad id is 0, the fallback value, so only other ids tell them apart), and an AttributeError on a
+    config without the attribute."""
     from anchor_ot.adapters.base import pad_token_id
 
     model = llava_model()
@@ -448,6 +452,17 @@ def test_pad_token_id_sources():
         assert pad_token_id(model) == 3
         gen.pad_token_id, text.pad_token_id = None, None
         assert pad_token_id(model) == 0
+        # configs that do not have the attribute at all: a generation config without it (deleted) falls
+        # back to the text config; a text config class that does not declare it (transformers 5.x's
+        # PretrainedConfig) gives 0
+        text.pad_token_id = 5
+        del gen.pad_token_id
+        assert pad_token_id(model) == 5
+        model.config.text_config = transformers.PretrainedConfig()
+        assert not hasattr(model.config.text_config, "pad_token_id")
+        assert pad_token_id(model) == 0
+        model.config.text_config = text
+        gen.pad_token_id = None
         # and the rebuilt prompt's left padding carries it
         gen.pad_token_id = 7
         inputs = llava_inputs(model, 2)
@@ -649,7 +664,7 @@ def test_qwen_batch_of_videos_of_different_sizes(build):
         assert torch.equal(again.kwargs["position_ids"], pos)
 
 
-def test_qwen25_default_global_layer_is_the_last_full_attention_block():
+def test_qwen25_adapter_default_global_layer_reads_the_vision_config():
     """Qwen2.5-VL's default global scores come from the last of ``fullatt_block_indexes`` (block 3 of the
     tiny ViT), read from the model's vision config.
 
@@ -672,3 +687,158 @@ def test_qwen3_encoder_output_of_no_videos():
 
     out = encoder_output(qwen3_model(), [], [])
     assert out.pooler_output == () and out.deepstack_features == []
+
+
+# -- adapters/base: input checks, registry, bookkeeping helpers, ScoreHooks ----------------------------
+
+
+def test_input_and_choice_errors_say_what_is_expected():
+    """Bugs caught: the input_ids check joined with ``and`` (a 1-D tensor passes, a list fails with
+    AttributeError), messages lost or changed, the choice error naming another parameter."""
+    model = llava_model()
+    inputs = llava_inputs(model, 1)
+    msg = r"^inputs must hold input_ids of shape \(batch, length\); pass the processor's output \(return_tensors='pt'\)$"
+    for bad in (inputs["input_ids"][0], inputs["input_ids"].tolist()):
+        with pytest.raises(ValueError, match=msg):
+            anchor_ot.adapters.prepare(model, dict(inputs, input_ids=bad), KeepTopScores(retention=0.5))
+    with pytest.raises(ValueError, match=r"^scores must be one of 'attention', 'none'; got 'magic'$"):
+        anchor_ot.adapters.prepare(model, inputs, KeepTopScores(retention=0.5), scores="magic")
+
+
+def test_family_without_adapter_and_register_adapter():
+    """A registered family whose adapter is missing: TypeError naming the class and the family;
+    ``register_adapter`` checks the family name and stores the module itself.
+
+    Bugs caught: the message losing the class or family; registration looking up another name (every
+    registration fails) or storing something else than the module. (The adapters register on import,
+    before any mutant is active, so only a direct call reaches this code.)"""
+    import sys
+
+    from anchor_ot import families
+    from anchor_ot.adapters import base
+    from anchor_ot.families.base import Family
+
+    class NoAdapterVLM(torch.nn.Module):
+        pass
+
+    families.register(Family(name="test-no-adapter", architectures=("NoAdapterVLM",), default_local_layer=0,
+                             default_global_layer=lambda vision_config: -1))
+    try:
+        with pytest.raises(TypeError, match=r"^NoAdapterVLM \(test-no-adapter\) has no transformers adapter$"):
+            anchor_ot.adapters.prepare(NoAdapterVLM(), {}, KeepTopScores(retention=0.5))
+        me = sys.modules[__name__]
+        base.register_adapter("test-no-adapter", me)
+        assert base._adapter_for(NoAdapterVLM()) is me
+        with pytest.raises(ValueError, match="unknown model family 'test-missing'"):
+            base.register_adapter("test-missing", me)
+        assert "test-missing" not in base._ADAPTERS
+    finally:
+        families._FAMILIES.pop("test-no-adapter", None)
+        base._ADAPTERS.pop("test-no-adapter", None)
+
+
+def test_keep_mask_and_compact_rows_edge_cases():
+    """No videos: every token is kept when the prompt has no placeholder, and a prompt with one names
+    the counts; an empty batch compacts to (0, 0); the rebuilt ids and mask keep the caller's dtypes.
+
+    Bugs caught: ``torch.cat`` of no flags, flags of another dtype or size for no videos, the message's
+    advice lost; the empty batch's width (max of nothing, or 1); new ids or mask in the default dtypes
+    (int64 ids, a float mask)."""
+    from anchor_ot.adapters.base import compact_rows, keep_mask
+
+    assert keep_mask(torch.tensor([[5, 6, 7]]), 9, []).tolist() == [[True, True, True]]
+    with pytest.raises(ValueError, match=r"^the prompt holds 1 video placeholder tokens but the video inputs need 0; "
+                                         r"pass the processor's output unchanged \(input_ids and pixel_values_videos "
+                                         r"of the same call\)$"):
+        keep_mask(torch.tensor([[5, 9, 7]]), 9, [])
+    empty = torch.zeros(0, 4, dtype=torch.long)
+    new, mask, src = compact_rows(empty, empty, empty.bool(), 0)
+    assert new.shape == mask.shape == src.shape == (0, 0)
+    ids = torch.tensor([[0, 5, 6, 7], [1, 2, 3, 4]], dtype=torch.int32)
+    keep = torch.tensor([[True, True, False, True], [True, False, True, True]])
+    for m in (torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]]), torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]]).bool()):
+        new, mask, src = compact_rows(ids, m, keep, 9)
+        assert new.dtype == torch.int32 and mask.dtype == m.dtype and src.dtype == torch.long
+        assert new.tolist() == [[9, 5, 7], [1, 3, 4]] and mask.long().tolist() == [[0, 1, 1], [1, 1, 1]]
+
+
+def test_prepare_without_attention_mask_is_all_ones():
+    """No ``attention_mask`` in the inputs: the same reduced prompt and positions as with a mask of ones.
+
+    Bug caught: the default mask not built (``None`` reaching ``compact_rows``)."""
+    model = qwen25_model()
+    inputs = qwen_inputs(model, 1)
+    assert bool(inputs["attention_mask"].all())
+    reducer = KeepTopScores(retention=0.5)
+    want = anchor_ot.adapters.prepare(model, inputs, reducer)
+    got = anchor_ot.adapters.prepare(model, {k: v for k, v in inputs.items() if k != "attention_mask"}, reducer,
+                                     encoded=want.encoded)
+    for key in ("input_ids", "attention_mask", "position_ids"):
+        assert torch.equal(got.kwargs[key], want.kwargs[key]), key
+    assert torch.equal(got.full_position_ids, want.full_position_ids)
+
+
+def test_generate_forwards_the_local_layer():
+    """``generate(..., local_layer=0)`` scores with layer 0, like ``prepare(..., local_layer=0)``, not the
+    default (LLaVA-OV's tiny tower: min(5, 3 - 1) = layer 2).
+
+    Bug caught: ``generate`` not passing ``local_layer`` on (the default layer is used silently)."""
+    seen = []
+
+    class RecordingTop(KeepTopScores):
+        def reduce(self, video, num_kept):
+            seen.append(video.local_scores.clone())
+            return super().reduce(video, num_kept)
+
+    model = llava_model()
+    inputs = llava_inputs(model, 1)
+    anchor_ot.generate(model, inputs, RecordingTop(retention=0.5), local_layer=0, max_new_tokens=1, do_sample=False)
+    layer0 = anchor_ot.adapters.prepare(model, inputs, KeepTopScores(retention=0.5), local_layer=0)
+    default = anchor_ot.adapters.prepare(model, inputs, KeepTopScores(retention=0.5))
+    assert len(seen) == 1
+    assert torch.equal(seen[0], layer0.encoded[0].video.local_scores)
+    assert not torch.allclose(seen[0], default.encoded[0].video.local_scores)
+
+
+def test_score_hooks_plain_compute_missing_projections_time_and_silent_layer():
+    """``ScoreHooks`` with a compute function that names no projections, or names ones the module does
+    not have (or that are not modules), records one score per call; ``seconds`` is the sum of the time
+    spent in every hook call (at least the compute's own time, at most the whole block's); a layer
+    that never ran is named in the error.
+
+    Bugs caught: iterating a missing ``projections`` attribute (None, AttributeError), ``getattr``
+    without a default on the module, ``seconds`` keeping only the last call or adding the clock
+    reading, the error's message lost."""
+    import time
+
+    from anchor_ot.adapters.base import ScoreHooks
+
+    spent = []
+
+    def plain(module, args, kwargs):
+        t0 = time.perf_counter()
+        out = torch.softmax(args[0] @ module.weight.T, dim=-1).mean(0)
+        spent.append(time.perf_counter() - t0)
+        return out
+
+    def named(module, args, kwargs):
+        return plain(module, args, kwargs)
+
+    named.projections = ("missing", "weight")  # absent, and a Parameter (not a module): both recomputed
+    lin, other = torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)
+    x = torch.randn(3, 4, generator=torch.Generator().manual_seed(0))
+    want = torch.softmax(x @ lin.weight.T, dim=-1).mean(0)
+    for compute in (plain, named):
+        spent.clear()
+        t0 = time.perf_counter()
+        with ScoreHooks({"global": lin, "local": other}, compute) as hooks:
+            with torch.no_grad():
+                lin(x)
+                lin(x)
+        outer = time.perf_counter() - t0
+        assert len(spent) == 2
+        assert sum(spent) - 1e-9 <= hooks.seconds <= outer + 1e-9
+        torch.testing.assert_close(hooks.result("global"), torch.cat([want, want]))
+        with pytest.raises(RuntimeError, match=r"^the local score hook never ran: the chosen layer was not called "
+                                               r"by the encoder$"):
+            hooks.result("local")
