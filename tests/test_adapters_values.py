@@ -96,6 +96,19 @@ def test_received_attention_blocks_match_softmax(C, H, L, hd):
     torch.testing.assert_close(got.double(), _oracle_received(q, k, 0.3), atol=1e-9, rtol=1e-5)
 
 
+def test_received_attention_follows_the_device_of_q():
+    """The accumulator is made on q's device. Checked on the ``meta`` device (shapes only, no GPU needed):
+    the scores come back on meta, (C, L) float32.
+
+    Bug caught: the accumulator made on the default device (CPU), so GPU scores would come back on the
+    CPU (or fail to mix)."""
+    from anchor_ot.adapters.base import received_attention
+
+    q = torch.empty(3, 2, 5, 4, device="meta")
+    got = received_attention(q, torch.empty_like(q), 0.3)
+    assert got.device.type == "meta" and got.shape == (3, 5) and got.dtype == torch.float32
+
+
 def test_received_attention_stable_when_rows_differ_in_scale():
     """Bug caught: the softmax shift taken over the wrong axis (the block's global max instead of each
     query row's): a row whose logits are all far below another row's max underflows to 0 / 0 = NaN.
