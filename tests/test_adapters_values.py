@@ -71,26 +71,42 @@ def _oracle_received(q, k, scale):
     return p.mean(dim=(1, 2))
 
 
-@pytest.mark.parametrize("C,H,L", [(65, 4, 64), (2, 2, 729)], ids=["sequence-chunks", "row-blocks"])
-def test_received_attention_blocks_match_softmax(C, H, L):
+@pytest.mark.parametrize("C,H,L,hd", [(65, 4, 64, 8), (2, 2, 729, 8), (1, 2**19, 2, 1)],
+                         ids=["sequence-chunks", "row-blocks", "single-rows"])
+def test_received_attention_blocks_match_softmax(C, H, L, hd):
     """Bug caught: a wrong slice or step in the blocking. (65, 4, 64): 2**20 // (4 * 64**2) = 64 whole
     sequences per block, so the 65th is a block of its own; (2, 2, 729): a sequence has more than 2**20
-    logits, so it goes in blocks of 2**20 // (2 * 729) = 719 query rows (719 + 10); the tiny models of
-    the generate tests reach neither path; the largest allocation (torch.profiler) stays within the
-    documented 2**20 logits (a block-size bug that only costs memory)."""
+    logits, so it goes in blocks of 2**20 // (2 * 729) = 719 query rows (719 + 10); (1, 2**19, 2): one
+    query row of all heads is already 2**20 logits, so the blocks are single rows (a floor of 2 rows
+    would double the block); the tiny models of the generate tests reach none of these paths; the
+    largest allocation (torch.profiler) stays within the documented 2**20 logits (a block-size bug that
+    only costs memory)."""
     from anchor_ot.adapters.base import received_attention
 
     from torch.profiler import ProfilerActivity, profile
 
     g = torch.Generator().manual_seed(0)
-    q = torch.randn(C, H, L, 8, generator=g)
-    k = torch.randn(C, H, L, 8, generator=g)
+    q = torch.randn(C, H, L, hd, generator=g)
+    k = torch.randn(C, H, L, hd, generator=g)
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         got = received_attention(q, k, 0.3)
     # the documented bound: at most 2**20 fp32 logits at once (a whole 2 x 729 x 729 sequence is above it)
     assert 0 < max(e.cpu_memory_usage for e in prof.events()) <= 4 << 20
     assert got.dtype == torch.float32 and got.shape == (C, L)
     torch.testing.assert_close(got.double(), _oracle_received(q, k, 0.3), atol=1e-9, rtol=1e-5)
+
+
+def test_received_attention_follows_the_device_of_q():
+    """The accumulator is made on q's device. Checked on the ``meta`` device (shapes only, no GPU needed):
+    the scores come back on meta, (C, L) float32.
+
+    Bug caught: the accumulator made on the default device (CPU), so GPU scores would come back on the
+    CPU (or fail to mix)."""
+    from anchor_ot.adapters.base import received_attention
+
+    q = torch.empty(3, 2, 5, 4, device="meta")
+    got = received_attention(q, torch.empty_like(q), 0.3)
+    assert got.device.type == "meta" and got.shape == (3, 5) and got.dtype == torch.float32
 
 
 def test_received_attention_stable_when_rows_differ_in_scale():
@@ -301,7 +317,7 @@ def test_vit_received_reads_every_call_form(build):
     same scores as a naive per-sequence softmax.
 
     Bugs caught: reading the wrong positional argument or ignoring a keyword form, and trusting a
-    capture whose shape does not match the input."""
+    capture whose shape does not match the input (also one that matches it on the first axis only)."""
     import sys
 
     from anchor_ot.adapters.qwen_vl import _vit_received
@@ -325,6 +341,8 @@ def test_vit_received_reads_every_call_form(build):
         "x and cu positional": ((x, cu), {"position_embeddings": pe}, None, 1),
         "own qkv reused": ((x,), {"cu_seqlens": cu, "position_embeddings": pe}, qkv, 0),
         "stale qkv": ((x,), {"cu_seqlens": cu, "position_embeddings": pe}, qkv[:-4], 1),
+        # same first axis, other rank (and other values): not the layer's (S, 3 d) output, so not usable
+        "stale qkv of another rank": ((x,), {"cu_seqlens": cu, "position_embeddings": pe}, (qkv + 1)[:, None], 1),
     }
     for name, (args, kwargs, captured, calls) in forms.items():
         seen = []
@@ -400,8 +418,8 @@ def test_qwen_positions_without_token_types_match_the_processors():
     ``get_rope_index`` with the processor's types, image and video both present; the reduced prompt's
     positions are those at the kept tokens.
 
-    Bugs caught: an image typed as video, and the image grid left out of the position computation
-    (both shift every position after the image)."""
+    Bugs caught: an image typed as video, the image grid left out of the position computation
+    (both shift every position after the image), and the caller's own types ignored (key misspelt)."""
     from anchor_ot.adapters.qwen_vl import full_rope_index
 
     model = qwen25_model()
@@ -419,6 +437,9 @@ def test_qwen_positions_without_token_types_match_the_processors():
         inputs["input_ids"], mm_token_type_ids=as_text, attention_mask=inputs["attention_mask"],
         video_grid_thw=inputs["video_grid_thw"], second_per_grid_ts=inputs["second_per_grid_ts"])
     assert not torch.equal(other, want)
+    # types the caller passes are used as given, not derived again from the ids
+    typed, _ = full_rope_index(model, dict(untyped, mm_token_type_ids=as_text), inputs["attention_mask"])
+    assert torch.equal(typed, other)
     prepared = anchor_ot.adapters.prepare(model, untyped, KeepTopScores(retention=0.5))
     kept = torch.nonzero(prepared.keep[0]).squeeze(1)
     assert torch.equal(prepared.kwargs["position_ids"][1:, 0], want[:, 0, kept])
@@ -427,8 +448,9 @@ def test_qwen_positions_without_token_types_match_the_processors():
 def test_pad_token_id_sources():
     """Generation config first, then the text config; a list gives its first id; none at all gives 0.
 
-    Bugs caught: ignoring the generation config, and inverting the ``None`` test (the tiny models'
-    pad id is 0, the fallback value, so only other ids tell them apart)."""
+    Bugs caught: ignoring the generation config, inverting the ``None`` test (the tiny models'
+    pad id is 0, the fallback value, so only other ids tell them apart), and an AttributeError on a
+    config without the attribute."""
     from anchor_ot.adapters.base import pad_token_id
 
     model = llava_model()
@@ -443,6 +465,17 @@ def test_pad_token_id_sources():
         assert pad_token_id(model) == 3
         gen.pad_token_id, text.pad_token_id = None, None
         assert pad_token_id(model) == 0
+        # configs that do not have the attribute at all: a generation config without it (deleted) falls
+        # back to the text config; a text config class that does not declare it (transformers 5.x's
+        # PretrainedConfig) gives 0
+        text.pad_token_id = 5
+        del gen.pad_token_id
+        assert pad_token_id(model) == 5
+        model.config.text_config = transformers.PretrainedConfig()
+        assert not hasattr(model.config.text_config, "pad_token_id")
+        assert pad_token_id(model) == 0
+        model.config.text_config = text
+        gen.pad_token_id = None
         # and the rebuilt prompt's left padding carries it
         gen.pad_token_id = 7
         inputs = llava_inputs(model, 2)
@@ -455,7 +488,8 @@ def test_pad_token_id_sources():
 
 def test_error_messages_name_what_was_passed():
     """Bugs caught: messages that print something else than the offending value (the mask itself
-    instead of its shape, ``NoneType`` instead of the reducer's type)."""
+    instead of its shape, ``NoneType`` instead of the reducer's type, the patch count of the wrong
+    axis) or lose their text."""
     model = qwen25_model()
     inputs = qwen_inputs(model, 1)
     bad_mask = dict(inputs, attention_mask=inputs["attention_mask"][:, 1:])
@@ -469,6 +503,15 @@ def test_error_messages_name_what_was_passed():
         anchor_ot.generate(model, inputs, lambda v: v)
     with pytest.raises(TypeError, match="got list"):
         anchor_ot.generate(model, [inputs], KeepTopScores(retention=0.5))
+    no_grid = {k: v for k, v in inputs.items() if k != "video_grid_thw"}
+    with pytest.raises(ValueError, match=r"^Qwen video inputs need video_grid_thw \(the processor returns it with "
+                                         r"pixel_values_videos\)$"):
+        anchor_ot.adapters.prepare(model, no_grid, KeepTopScores(retention=0.5))
+    patches = inputs["pixel_values_videos"].shape[0]  # 2 temporal patches x 12 x 12
+    assert patches == 288
+    with pytest.raises(ValueError, match=r"^pixel_values_videos has 284 patches but video_grid_thw needs 288$"):
+        anchor_ot.adapters.prepare(model, dict(inputs, pixel_values_videos=inputs["pixel_values_videos"][:-4]),
+                                   KeepTopScores(retention=0.5))
 
 
 def test_llava_encode_forwards_feature_options_converts_pixels_and_times_scores(monkeypatch):
@@ -543,3 +586,272 @@ def test_encode_with_return_dict_off_in_the_config(build, make_inputs):
     for w, g in zip(want.encoded, got.encoded):
         assert torch.equal(w.video.tokens, g.video.tokens)
         assert torch.equal(w.video.global_scores, g.video.global_scores)
+
+
+# -- Qwen: a batch of videos of different sizes, the default global layer, no videos ------------------
+
+
+def _qwen_rows_of_sizes(model, grids, seconds=None):
+    """One prompt row per video, the videos of different (frames, h, w) patch grids: the rows left-padded
+    to one length (processor layout), patches concatenated in batch order, one ``video_grid_thw`` row
+    each. Also returns each row on its own (batch of one)."""
+    from test_adapters import PAD
+
+    rows = [qwen_inputs(model, 1, seed=i, grid=g) for i, g in enumerate(grids)]
+    if seconds is not None:
+        for r, s in zip(rows, seconds):
+            r["second_per_grid_ts"] = torch.tensor([s])
+    L = max(r["input_ids"].shape[1] for r in rows)
+
+    def left_pad(t, value):
+        return torch.cat([torch.full((1, L - t.shape[1]), value, dtype=t.dtype), t], dim=1)
+
+    batch = dict(input_ids=torch.cat([left_pad(r["input_ids"], PAD) for r in rows]),
+                 attention_mask=torch.cat([left_pad(r["attention_mask"], 0) for r in rows]),
+                 mm_token_type_ids=torch.cat([left_pad(r["mm_token_type_ids"], 0) for r in rows]),
+                 pixel_values_videos=torch.cat([r["pixel_values_videos"] for r in rows]),
+                 video_grid_thw=torch.cat([r["video_grid_thw"] for r in rows]))
+    if seconds is not None:
+        batch["second_per_grid_ts"] = torch.tensor(seconds)
+    return batch, rows
+
+
+@pytest.mark.parametrize("build", [qwen25_model, qwen3_model], ids=["qwen2_5_vl", "qwen3_vl"])
+def test_qwen_batch_of_videos_of_different_sizes(build):
+    """Three videos of different, non-square grids in one batch (48, 24 and 16 LLM tokens; Qwen2.5-VL
+    with a different ``second_per_grid_ts`` each): every video's tokens, scores and deepstack levels
+    equal those of the video encoded alone (the ViT attends within windows / temporal patches, never
+    across videos); the full prompt's positions are ``get_rope_index`` with the mask and the seconds;
+    ``rope_deltas`` moves each reduced row's end to its full row's end; the text row of the reduced
+    prompt is 0 at its pads (as transformers' ``_prepare_position_ids_for_generation``); a bool or float
+    mask gives the same positions as the processor's int mask.
+
+    Bugs caught: a score offset set to the last video's count instead of advanced by it (the third video
+    reads the second's scores), tokens per frame from one side of the grid squared, the seconds per grid
+    or the mask left out of the positions (padded rows shift), lengths or maxima over the whole batch in
+    ``rope_deltas``, pads numbered 1, and positions turned float by a float mask."""
+    model = build()
+    qwen3 = build is qwen3_model
+    grids = [(4, 12, 8), (2, 8, 12), (4, 4, 8)]
+    seconds = None if qwen3 else [1.0, 2.0, 0.5]
+    batch, rows = _qwen_rows_of_sizes(model, grids, seconds)
+    reducer = KeepTopScores(retention=0.5)
+    prepared = anchor_ot.adapters.prepare(model, batch, reducer)
+    deltas = model.model.rope_deltas.clone()  # before the single-video calls below set their own
+    assert [e.video.tokens.shape[:2] for e in prepared.encoded] == [(2, 24), (1, 24), (2, 8)]
+    for e, row in zip(prepared.encoded, rows):
+        alone = anchor_ot.adapters.prepare(model, row, reducer).encoded[0]
+        torch.testing.assert_close(e.video.tokens, alone.video.tokens, atol=1e-5, rtol=1e-5)
+        for name in ("global", "local"):
+            torch.testing.assert_close(getattr(e.video, f"{name}_scores"), getattr(alone.video, f"{name}_scores"),
+                                       atol=1e-6, rtol=1e-4)
+        assert len(e.side_features) == len(alone.side_features) == (2 if qwen3 else 0)
+        for got, want in zip(e.side_features, alone.side_features):
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+        # the hooks' time of the whole call, shared by the videos of the batch
+        assert e.score_seconds > 0 and e.score_seconds == prepared.encoded[0].score_seconds
+
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    assert (mask == 0).any()
+    extra = {} if qwen3 else {"second_per_grid_ts": batch["second_per_grid_ts"]}
+    want, want_delta = model.model.get_rope_index(ids, mm_token_type_ids=batch["mm_token_type_ids"],
+                                                  attention_mask=mask, video_grid_thw=batch["video_grid_thw"], **extra)
+    assert torch.equal(prepared.full_position_ids, want)
+    if not qwen3:  # the seconds matter: at 1 s per grid for every video the positions differ
+        same, _ = model.model.get_rope_index(ids, mm_token_type_ids=batch["mm_token_type_ids"], attention_mask=mask,
+                                             video_grid_thw=batch["video_grid_thw"])
+        assert not torch.equal(same, want)
+    new_mask = prepared.kwargs["attention_mask"]
+    assert (new_mask == 0).any()
+    assert deltas.shape == (3, 1)
+    assert torch.equal(deltas[:, 0] + new_mask.sum(1), want_delta[:, 0] + mask.sum(1))
+    assert len(set(want.amax(dim=(0, 2)).tolist())) > 1  # rows end at different positions
+    pos = prepared.kwargs["position_ids"]
+    assert pos.dtype == torch.long
+    assert (pos[0][new_mask == 0] == 0).all()
+    for b in range(3):
+        assert torch.equal(pos[0, b][new_mask[b].bool()], torch.arange(int(new_mask[b].sum())))
+    for other in (mask.bool(), mask.float()):
+        again = anchor_ot.adapters.prepare(model, dict(batch, attention_mask=other), reducer, encoded=prepared.encoded)
+        assert again.kwargs["position_ids"].dtype == torch.long
+        assert torch.equal(again.kwargs["position_ids"], pos)
+
+
+def test_qwen25_adapter_default_global_layer_reads_the_vision_config():
+    """Qwen2.5-VL's default global scores come from the last of ``fullatt_block_indexes`` (block 3 of the
+    tiny ViT), read from the model's vision config.
+
+    Bug caught: the vision config not handed to the family (its fallback, -2, is block 2, windowed)."""
+    model = qwen25_model()
+    inputs = qwen_inputs(model, 1)
+    reducer = KeepTopScores(retention=0.5)
+    default = anchor_ot.adapters.prepare(model, inputs, reducer).encoded[0].video.global_scores
+    last_full = anchor_ot.adapters.prepare(model, inputs, reducer, global_layer=3).encoded[0].video.global_scores
+    fallback = anchor_ot.adapters.prepare(model, inputs, reducer, global_layer=-2).encoded[0].video.global_scores
+    assert torch.equal(default, last_full)
+    assert not torch.allclose(default, fallback)
+
+
+def test_qwen3_encoder_output_of_no_videos():
+    """``encoder_output`` of an empty batch of videos: no pooled items and no deepstack levels.
+
+    Bugs caught: reading the first video's levels when there is none (IndexError), or one empty level."""
+    from anchor_ot.adapters.qwen_vl import encoder_output
+
+    out = encoder_output(qwen3_model(), [], [])
+    assert out.pooler_output == () and out.deepstack_features == []
+
+
+# -- adapters/base: input checks, registry, bookkeeping helpers, ScoreHooks ----------------------------
+
+
+def test_input_and_choice_errors_say_what_is_expected():
+    """Bugs caught: the input_ids check joined with ``and`` (a 1-D tensor passes, a list fails with
+    AttributeError), messages lost or changed, the choice error naming another parameter."""
+    model = llava_model()
+    inputs = llava_inputs(model, 1)
+    msg = r"^inputs must hold input_ids of shape \(batch, length\); pass the processor's output \(return_tensors='pt'\)$"
+    for bad in (inputs["input_ids"][0], inputs["input_ids"].tolist()):
+        with pytest.raises(ValueError, match=msg):
+            anchor_ot.adapters.prepare(model, dict(inputs, input_ids=bad), KeepTopScores(retention=0.5))
+    with pytest.raises(ValueError, match=r"^scores must be one of 'attention', 'none'; got 'magic'$"):
+        anchor_ot.adapters.prepare(model, inputs, KeepTopScores(retention=0.5), scores="magic")
+
+
+def test_family_without_adapter_and_register_adapter():
+    """A registered family whose adapter is missing: TypeError naming the class and the family;
+    ``register_adapter`` checks the family name and stores the module itself.
+
+    Bugs caught: the message losing the class or family; registration looking up another name (every
+    registration fails) or storing something else than the module. (The adapters register on import,
+    before any mutant is active, so only a direct call reaches this code.)"""
+    import sys
+
+    from anchor_ot import families
+    from anchor_ot.adapters import base
+    from anchor_ot.families.base import Family
+
+    class NoAdapterVLM(torch.nn.Module):
+        pass
+
+    families.register(Family(name="test-no-adapter", architectures=("NoAdapterVLM",), default_local_layer=0,
+                             default_global_layer=lambda vision_config: -1))
+    try:
+        with pytest.raises(TypeError, match=r"^NoAdapterVLM \(test-no-adapter\) has no transformers adapter$"):
+            anchor_ot.adapters.prepare(NoAdapterVLM(), {}, KeepTopScores(retention=0.5))
+        me = sys.modules[__name__]
+        base.register_adapter("test-no-adapter", me)
+        assert base._adapter_for(NoAdapterVLM()) is me
+        with pytest.raises(ValueError, match="unknown model family 'test-missing'"):
+            base.register_adapter("test-missing", me)
+        assert "test-missing" not in base._ADAPTERS
+    finally:
+        families._FAMILIES.pop("test-no-adapter", None)
+        base._ADAPTERS.pop("test-no-adapter", None)
+
+
+def test_keep_mask_and_compact_rows_edge_cases():
+    """No videos: every token is kept when the prompt has no placeholder, and a prompt with one names
+    the counts; an empty batch compacts to (0, 0); the rebuilt ids and mask keep the caller's dtypes.
+
+    Bugs caught: ``torch.cat`` of no flags, flags of another dtype or size for no videos, the message's
+    advice lost; the empty batch's width (max of nothing, or 1); new ids or mask in the default dtypes
+    (int64 ids, a float mask)."""
+    from anchor_ot.adapters.base import compact_rows, keep_mask
+
+    assert keep_mask(torch.tensor([[5, 6, 7]]), 9, []).tolist() == [[True, True, True]]
+    with pytest.raises(ValueError, match=r"^the prompt holds 1 video placeholder tokens but the video inputs need 0; "
+                                         r"pass the processor's output unchanged \(input_ids and pixel_values_videos "
+                                         r"of the same call\)$"):
+        keep_mask(torch.tensor([[5, 9, 7]]), 9, [])
+    empty = torch.zeros(0, 4, dtype=torch.long)
+    new, mask, src = compact_rows(empty, empty, empty.bool(), 0)
+    assert new.shape == mask.shape == src.shape == (0, 0)
+    ids = torch.tensor([[0, 5, 6, 7], [1, 2, 3, 4]], dtype=torch.int32)
+    keep = torch.tensor([[True, True, False, True], [True, False, True, True]])
+    for m in (torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]]), torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]]).bool()):
+        new, mask, src = compact_rows(ids, m, keep, 9)
+        assert new.dtype == torch.int32 and mask.dtype == m.dtype and src.dtype == torch.long
+        assert new.tolist() == [[9, 5, 7], [1, 3, 4]] and mask.long().tolist() == [[0, 1, 1], [1, 1, 1]]
+
+
+def test_prepare_without_attention_mask_is_all_ones():
+    """No ``attention_mask`` in the inputs: the same reduced prompt and positions as with a mask of ones.
+
+    Bug caught: the default mask not built (``None`` reaching ``compact_rows``)."""
+    model = qwen25_model()
+    inputs = qwen_inputs(model, 1)
+    assert bool(inputs["attention_mask"].all())
+    reducer = KeepTopScores(retention=0.5)
+    want = anchor_ot.adapters.prepare(model, inputs, reducer)
+    got = anchor_ot.adapters.prepare(model, {k: v for k, v in inputs.items() if k != "attention_mask"}, reducer,
+                                     encoded=want.encoded)
+    for key in ("input_ids", "attention_mask", "position_ids"):
+        assert torch.equal(got.kwargs[key], want.kwargs[key]), key
+    assert torch.equal(got.full_position_ids, want.full_position_ids)
+
+
+def test_generate_forwards_the_local_layer():
+    """``generate(..., local_layer=0)`` scores with layer 0, like ``prepare(..., local_layer=0)``, not the
+    default (LLaVA-OV's tiny tower: min(5, 3 - 1) = layer 2).
+
+    Bug caught: ``generate`` not passing ``local_layer`` on (the default layer is used silently)."""
+    seen = []
+
+    class RecordingTop(KeepTopScores):
+        def reduce(self, video, num_kept):
+            seen.append(video.local_scores.clone())
+            return super().reduce(video, num_kept)
+
+    model = llava_model()
+    inputs = llava_inputs(model, 1)
+    anchor_ot.generate(model, inputs, RecordingTop(retention=0.5), local_layer=0, max_new_tokens=1, do_sample=False)
+    layer0 = anchor_ot.adapters.prepare(model, inputs, KeepTopScores(retention=0.5), local_layer=0)
+    default = anchor_ot.adapters.prepare(model, inputs, KeepTopScores(retention=0.5))
+    assert len(seen) == 1
+    assert torch.equal(seen[0], layer0.encoded[0].video.local_scores)
+    assert not torch.allclose(seen[0], default.encoded[0].video.local_scores)
+
+
+def test_score_hooks_plain_compute_missing_projections_time_and_silent_layer():
+    """``ScoreHooks`` with a compute function that names no projections, or names ones the module does
+    not have (or that are not modules), records one score per call; ``seconds`` is the sum of the time
+    spent in every hook call (at least the compute's own time, at most the whole block's); a layer
+    that never ran is named in the error.
+
+    Bugs caught: iterating a missing ``projections`` attribute (None, AttributeError), ``getattr``
+    without a default on the module, ``seconds`` keeping only the last call or adding the clock
+    reading, the error's message lost."""
+    import time
+
+    from anchor_ot.adapters.base import ScoreHooks
+
+    spent = []
+
+    def plain(module, args, kwargs):
+        t0 = time.perf_counter()
+        out = torch.softmax(args[0] @ module.weight.T, dim=-1).mean(0)
+        spent.append(time.perf_counter() - t0)
+        return out
+
+    def named(module, args, kwargs):
+        return plain(module, args, kwargs)
+
+    named.projections = ("missing", "weight")  # absent, and a Parameter (not a module): both recomputed
+    lin, other = torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)
+    x = torch.randn(3, 4, generator=torch.Generator().manual_seed(0))
+    want = torch.softmax(x @ lin.weight.T, dim=-1).mean(0)
+    for compute in (plain, named):
+        spent.clear()
+        t0 = time.perf_counter()
+        with ScoreHooks({"global": lin, "local": other}, compute) as hooks:
+            with torch.no_grad():
+                lin(x)
+                lin(x)
+        outer = time.perf_counter() - t0
+        assert len(spent) == 2
+        assert sum(spent) - 1e-9 <= hooks.seconds <= outer + 1e-9
+        torch.testing.assert_close(hooks.result("global"), torch.cat([want, want]))
+        with pytest.raises(RuntimeError, match=r"^the local score hook never ran: the chosen layer was not called "
+                                               r"by the encoder$"):
+            hooks.result("local")
