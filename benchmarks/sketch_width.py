@@ -268,6 +268,8 @@ def summarize(rows: list[dict]) -> str:
                 by = {(x["video"], x["config"]): x[m] for x in sub}
                 diffs = {v: by[(v, "aot+ sketch 96")] - by[(v, "aot+ full d")] for v, c in by
                          if c == "aot+ full d" and (v, "aot+ sketch 96") in by}
+                if not diffs:  # --widths without 96 or without 'none': no pair to compare
+                    return "-"
                 v = min(diffs, key=diffs.get)
                 return f"{diffs[v]:+.4f} ({v.rsplit('.', 1)[0]})"
             key.append(
