@@ -24,8 +24,9 @@ medians of ``--repeats`` rounds in one process, each round calling ours, POT log
 and POT's loop once in turn, each round starting one further on; "POT best / ours" is POT's
 faster solver's median time over ours (>= 1.5 is the target), "paired [95% CI]" the median of
 the per-round ratios of the same two with a bootstrap interval (``benchmarks/_stats.py``): the
-figure to trust on a shared machine, where separate medians move by ~+-25 % between runs. ``solve_batch`` also computes the plan's value (``<T, M>`` and its entropy, a
-``T log T`` pass) after the loop, which ours leaves out (its transport cost is computed on first
+figure to trust on a shared machine, where separate medians move by ~+-25 % between runs.
+``solve_batch`` also computes the plan's value (``<T, M>`` and its entropy, a ``T log T`` pass)
+after the loop, which ours leaves out (its transport cost is computed on first
 read); ours computes the marginal error of the plan (two sums), which POT does not return. The
 last two columns time POT's scaling loop alone (``exp(-M / reg)`` and
 ``ot.batch.bregman_projection_batch``, the two steps ``solve_batch`` runs before the value) at
